@@ -1,0 +1,606 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, embedsignature=True
+"""Compiled kernels of fastopt.
+
+The element-wise update rules live in ``_fastopt_kernels.h`` (one body per
+rule, compiled for AVX-512, AVX2 and the SSE2 baseline, chosen at import).
+This module checks every argument before any memory is touched, turns the
+hyperparameters into the scalars the C bodies take (bias corrections in
+double precision from ``step`` on every call), and runs the kernel without
+the GIL.
+"""
+
+from libc.math cimport isfinite, pow, sqrt
+from libc.stdint cimport uintptr_t
+
+cimport numpy as cnp
+import numpy as np
+
+cnp.import_array()
+
+cdef extern from "_fastopt_kernels.h" nogil:
+    ctypedef int (*fo_kernel_fn)(const void *args, Py_ssize_t lo, Py_ssize_t hi)
+
+    ctypedef struct fo_sgd_args:
+        float *p
+        const float *g
+        float *buf
+        float p_scale, sign, wd, mu, c, nd, s
+        int has_wd, first, nesterov, check
+
+    ctypedef struct fo_adagrad_args:
+        float *p
+        const float *g
+        float *sum
+        float p_scale, sign, wd, eps, neg_clr
+        int has_wd, eps_inside, check
+
+    ctypedef struct fo_rmsprop_args:
+        float *p
+        const float *g
+        float *sq
+        float *buf
+        float *gavg
+        float p_scale, sign, wd, alpha, one_m_alpha, eps, mu, c, s
+        int has_wd, eps_inside, check
+
+    ctypedef struct fo_adam_args:
+        float *p
+        const float *g
+        float *m
+        float *v
+        float *vmax
+        float p_scale, sign, wd, one_m_beta1, beta2, one_m_beta2, dscale, eps, neg_step
+        int has_wd, check
+
+    ctypedef struct fo_table:
+        const char *name
+        fo_kernel_fn sgd, adagrad, rmsprop, adam
+
+    const fo_table *fo_active
+    int fo_flush_subnormals
+    int FO_PARALLEL_MIN
+    int fo_best_simd()
+    int fo_select_simd(int idx)
+    const char *fo_simd_name(int idx)
+    int fo_n_simd()
+    int fo_openmp_enabled()
+    int fo_max_threads()
+    int fo_run(fo_kernel_fn fn, const void *args, Py_ssize_t n)
+
+cdef extern from *:
+    """
+    #ifndef FO_COMPILER
+    #  if defined(__clang__)
+    #    define FO_COMPILER "clang " __clang_version__
+    #  elif defined(__GNUC__)
+    #    define FO_COMPILER "gcc " __VERSION__
+    #  else
+    #    define FO_COMPILER "unknown"
+    #  endif
+    #endif
+    #ifndef FO_BUILD_CYTHON
+    #  define FO_BUILD_CYTHON "unknown"
+    #endif
+    #ifndef FO_BUILD_FLAGS
+    #  define FO_BUILD_FLAGS "unknown"
+    #endif
+    #ifndef FO_DEBUG_BUILD
+    #  define FO_DEBUG_BUILD 0
+    #endif
+    """
+    const char *FO_COMPILER
+    const char *FO_BUILD_CYTHON
+    const char *FO_BUILD_FLAGS
+    int FO_DEBUG_BUILD
+    int NPY_VERSION_AT_BUILD "NPY_FEATURE_VERSION"
+
+
+# --------------------------------------------------------------------------
+# Argument checking.  Every message names the argument and what was expected.
+
+_REAL_TYPES = (float, int, np.floating, np.integer)
+_INT_TYPES = (int, np.integer)
+_BOOL_TYPES = (bool, np.bool_)
+
+
+cdef str _show(object value):
+    """A short description of a rejected value for error messages."""
+    if isinstance(value, _REAL_TYPES) or value is None:
+        return repr(value)
+    return f"an object of type {type(value).__name__}"
+
+
+cdef double _real(object value, str name) except? -1.0:
+    """``value`` as a double; TypeError naming ``name`` if it is not a real number."""
+    if type(value) is float:
+        return <double>value
+    if value is None or isinstance(value, _BOOL_TYPES) or not isinstance(value, _REAL_TYPES):
+        raise TypeError(f"{name} must be a real number, got {_show(value)}")
+    return float(value)
+
+
+cdef double _finite(object value, str name) except? -1.0:
+    cdef double v = _real(value, name)
+    if not isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+cdef double _nonneg(object value, str name) except? -1.0:
+    cdef double v = _real(value, name)
+    if not (isfinite(v) and v >= 0.0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+cdef double _unit(object value, str name, bint closed) except? -1.0:
+    """A number in [0, 1) (or [0, 1] when ``closed``)."""
+    cdef double v = _real(value, name)
+    if not (v >= 0.0 and (v <= 1.0 if closed else v < 1.0)):
+        raise ValueError(f"{name} must be in [0, 1{']' if closed else ')'}, got {value!r}")
+    return v
+
+
+cdef bint _flag(object value, str name) except -1:
+    if type(value) is bool:
+        return value is True
+    if isinstance(value, np.bool_):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {_show(value)}")
+
+
+cdef long long _step(object value, str name) except -1:
+    if isinstance(value, _BOOL_TYPES) or not isinstance(value, _INT_TYPES):
+        raise TypeError(f"{name} must be an int (the 1-based step count), got {_show(value)}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1 (the 1-based step count), got {value!r}")
+    if value > 2**62:
+        raise ValueError(f"{name} is too large, got {value!r}")
+    return value
+
+
+cdef bint _keras(object convention) except -1:
+    if convention == "torch":
+        return False
+    if convention == "keras":
+        return True
+    raise ValueError(f"convention must be 'torch' or 'keras', got {convention!r}")
+
+
+cdef cnp.ndarray _array(object a, str name, bint writable):
+    """``a`` checked as a float32, C-contiguous, aligned (writable) ndarray."""
+    if a is None:
+        raise TypeError(f"{name} must be a float32 numpy.ndarray, got None")
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"{name} must be a float32 numpy.ndarray, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32:
+        raise TypeError(f"{name} must have dtype float32, got {(<object>arr).dtype}")
+    if not cnp.PyArray_ISNOTSWAPPED(arr):
+        raise TypeError(f"{name} must be float32 in native byte order, got dtype {(<object>arr).dtype.str!r}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"{name} must be C-contiguous (an in-place update cannot write "
+                         f"through a strided view); got an array with strides {(<object>arr).strides}")
+    if not cnp.PyArray_ISALIGNED(arr):
+        raise ValueError(f"{name} must be aligned to 4 bytes")
+    if writable and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{name} is read-only; it is updated in place and must be writable")
+    return arr
+
+
+cdef cnp.ndarray _state(object a, str name, Py_ssize_t n):
+    """A writable state buffer with as many elements as ``param``."""
+    cdef cnp.ndarray arr = _array(a, name, True)
+    if cnp.PyArray_SIZE(arr) != n:
+        raise ValueError(f"{name} has {cnp.PyArray_SIZE(arr)} elements, but param has {n}; "
+                         f"every buffer must have as many elements as param")
+    return arr
+
+
+cdef int _disjoint(tuple arrays, tuple names) except -1:
+    """ValueError if any two of the (non-None) arrays share memory."""
+    cdef Py_ssize_t i, j, k = len(arrays)
+    cdef uintptr_t lo_i, hi_i, lo_j, hi_j
+    cdef cnp.ndarray ai, aj
+    for i in range(k):
+        if arrays[i] is None:
+            continue
+        ai = arrays[i]
+        lo_i = <uintptr_t>cnp.PyArray_DATA(ai)
+        hi_i = lo_i + <uintptr_t>cnp.PyArray_NBYTES(ai)
+        for j in range(i + 1, k):
+            if arrays[j] is None:
+                continue
+            aj = arrays[j]
+            lo_j = <uintptr_t>cnp.PyArray_DATA(aj)
+            hi_j = lo_j + <uintptr_t>cnp.PyArray_NBYTES(aj)
+            if lo_i < hi_j and lo_j < hi_i:
+                raise ValueError(f"{names[i]} and {names[j]} share memory; every buffer "
+                                 f"of one update must be a separate array")
+    return 0
+
+
+cdef inline float *_f32(cnp.ndarray a):
+    return <float *>cnp.PyArray_DATA(a) if a is not None else NULL
+
+
+cdef inline float _p_scale(bint decoupled, double lr, double weight_decay):
+    """Decoupled weight decay as a factor on p: 1 - lr * wd (1 when off)."""
+    return <float>(1.0 - lr * weight_decay) if decoupled else 1.0
+
+
+cdef inline int _run(fo_kernel_fn fn, const void *args, Py_ssize_t n) noexcept:
+    cdef int bad
+    if n == 0:
+        return 0
+    with nogil:
+        bad = fo_run(fn, args, n)
+    return bad
+
+
+# --------------------------------------------------------------------------
+# The public functional kernels.
+
+
+def sgd_(param, grad, momentum_buf=None, *, lr, momentum=0.0, dampening=0.0,
+         nesterov=False, weight_decay=0.0, maximize=False, step=1,
+         decoupled_weight_decay=False, convention="torch"):
+    """SGD step, in place: ``param`` (and ``momentum_buf``) are updated.
+
+    All arrays are float32, C-contiguous, with the same number of elements.
+
+    PyTorch rule (``convention='torch'``, ``torch.optim.SGD``)::
+
+        g = -grad if maximize else grad
+        g = g + weight_decay * param                        (L2 decay)
+        if momentum != 0:
+            buf = g                              if step == 1
+            buf = momentum * buf + (1 - dampening) * g       otherwise
+            g   = g + momentum * buf if nesterov else buf
+        param = param - lr * g
+
+    Keras rule (``convention='keras'``, ``keras.optimizers.SGD``): the
+    buffer is Keras' velocity, which carries the learning rate; it must
+    start at zero and ``step`` and ``dampening`` are not used::
+
+        buf   = momentum * buf - lr * g
+        param = param + buf                                 (plain)
+        param = param + momentum * buf - lr * g             (nesterov)
+
+    ``decoupled_weight_decay=True`` replaces the L2 term by
+    ``param = param * (1 - lr * weight_decay)`` before the update (Keras'
+    ``weight_decay``).  ``momentum_buf`` is required when ``momentum != 0``
+    and left untouched when ``momentum == 0``.  ``nesterov`` needs
+    ``momentum > 0`` and ``dampening == 0``.
+    """
+    cdef bint keras = _keras(convention)
+    cdef double lr_ = _nonneg(lr, "lr")
+    cdef double mu = _nonneg(momentum, "momentum")
+    cdef double damp = _unit(dampening, "dampening", True)
+    cdef double wd = _nonneg(weight_decay, "weight_decay")
+    cdef bint nest = _flag(nesterov, "nesterov")
+    cdef bint maxi = _flag(maximize, "maximize")
+    cdef bint decoupled = _flag(decoupled_weight_decay, "decoupled_weight_decay")
+    cdef long long t = _step(step, "step")
+    if nest and (mu <= 0.0 or damp != 0.0):
+        raise ValueError("nesterov=True requires momentum > 0 and dampening == 0, "
+                         f"got momentum={momentum!r}, dampening={dampening!r}")
+    cdef cnp.ndarray p = _array(param, "param", True)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
+    cdef cnp.ndarray g = _array(grad, "grad", False)
+    if cnp.PyArray_SIZE(g) != n:
+        raise ValueError(f"grad has {cnp.PyArray_SIZE(g)} elements, but param has {n}")
+    cdef cnp.ndarray b = None
+    if mu != 0.0:
+        if momentum_buf is None:
+            raise ValueError("momentum_buf is required when momentum != 0 "
+                             "(a float32 array shaped like param)")
+        b = _state(momentum_buf, "momentum_buf", n)
+    _disjoint((p, g, b), ("param", "grad", "momentum_buf"))
+
+    cdef fo_sgd_args a
+    a.p = _f32(p)
+    a.g = _f32(g)
+    a.buf = _f32(b)
+    a.p_scale = _p_scale(decoupled, lr_, wd)
+    a.sign = -1.0 if maxi else 1.0
+    a.has_wd = wd != 0.0 and not decoupled
+    a.wd = wd
+    a.mu = mu
+    a.nesterov = nest
+    if keras:
+        a.first = 0
+        a.c = -lr_
+        a.nd = -lr_
+        a.s = 1.0 if b is not None else -lr_
+    else:
+        a.first = t == 1
+        a.c = 1.0 - damp
+        a.nd = 1.0
+        a.s = -lr_
+    a.check = 0
+    _run(fo_active.sgd, &a, n)
+
+
+def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+             eps=1e-10, maximize=False, decoupled_weight_decay=False, convention="torch"):
+    """Adagrad step, in place: ``param`` and ``state_sum`` are updated.
+
+    PyTorch rule (``convention='torch'``, ``torch.optim.Adagrad``)::
+
+        g     = -grad if maximize else grad
+        g     = g + weight_decay * param                    (L2 decay)
+        clr   = lr / (1 + (step - 1) * lr_decay)
+        state_sum = state_sum + g * g
+        param = param - clr * g / (sqrt(state_sum) + eps)
+
+    Keras rule (``convention='keras'``, ``keras.optimizers.Adagrad``): eps
+    inside the root, ``param - lr * g / sqrt(state_sum + eps)``; the Keras
+    class starts ``state_sum`` at ``initial_accumulator_value`` (0.1).
+
+    ``decoupled_weight_decay=True`` replaces the L2 term by
+    ``param = param * (1 - lr * weight_decay)`` before the update.
+    """
+    cdef bint keras = _keras(convention)
+    cdef long long t = _step(step, "step")
+    cdef double lr_ = _nonneg(lr, "lr")
+    cdef double decay = _nonneg(lr_decay, "lr_decay")
+    cdef double wd = _nonneg(weight_decay, "weight_decay")
+    cdef double eps_ = _nonneg(eps, "eps")
+    cdef bint maxi = _flag(maximize, "maximize")
+    cdef bint decoupled = _flag(decoupled_weight_decay, "decoupled_weight_decay")
+    cdef cnp.ndarray p = _array(param, "param", True)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
+    cdef cnp.ndarray g = _array(grad, "grad", False)
+    if cnp.PyArray_SIZE(g) != n:
+        raise ValueError(f"grad has {cnp.PyArray_SIZE(g)} elements, but param has {n}")
+    cdef cnp.ndarray s = _state(state_sum, "state_sum", n)
+    _disjoint((p, g, s), ("param", "grad", "state_sum"))
+
+    cdef fo_adagrad_args a
+    a.p = _f32(p)
+    a.g = _f32(g)
+    a.sum = _f32(s)
+    a.p_scale = _p_scale(decoupled, lr_, wd)
+    a.sign = -1.0 if maxi else 1.0
+    a.has_wd = wd != 0.0 and not decoupled
+    a.wd = wd
+    a.eps = eps_
+    a.eps_inside = keras
+    a.neg_clr = -(lr_ / (1.0 + <double>(t - 1) * decay))
+    a.check = 0
+    _run(fo_active.adagrad, &a, n)
+
+
+def rmsprop_(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+             momentum=0.0, momentum_buf=None, centered=False, grad_avg=None,
+             maximize=False, decoupled_weight_decay=False, convention="torch"):
+    """RMSprop step, in place: ``param`` and the state buffers are updated.
+
+    PyTorch rule (``convention='torch'``, ``torch.optim.RMSprop``)::
+
+        g = -grad if maximize else grad
+        g = g + weight_decay * param                        (L2 decay)
+        square_avg = alpha * square_avg + (1 - alpha) * g * g
+        if centered:
+            grad_avg = grad_avg + (1 - alpha) * (g - grad_avg)
+            d = sqrt(square_avg - grad_avg**2) + eps
+        else:
+            d = sqrt(square_avg) + eps
+        if momentum != 0:
+            momentum_buf = momentum * momentum_buf + g / d
+            param = param - lr * momentum_buf
+        else:
+            param = param - lr * g / d
+
+    Keras rule (``convention='keras'``, ``keras.optimizers.RMSprop`` with
+    ``rho = alpha``): eps inside the root (``d = sqrt(... + eps)``), and the
+    momentum buffer carries the learning rate:
+    ``momentum_buf = momentum * momentum_buf + lr * g / d``,
+    ``param = param - momentum_buf``.
+
+    ``momentum_buf`` is required when ``momentum != 0``, ``grad_avg`` when
+    ``centered``.  ``decoupled_weight_decay=True`` replaces the L2 term by
+    ``param = param * (1 - lr * weight_decay)`` before the update.
+    """
+    cdef bint keras = _keras(convention)
+    cdef double lr_ = _nonneg(lr, "lr")
+    cdef double alpha_ = _unit(alpha, "alpha", True)
+    cdef double eps_ = _nonneg(eps, "eps")
+    cdef double wd = _nonneg(weight_decay, "weight_decay")
+    cdef double mu = _nonneg(momentum, "momentum")
+    cdef bint cent = _flag(centered, "centered")
+    cdef bint maxi = _flag(maximize, "maximize")
+    cdef bint decoupled = _flag(decoupled_weight_decay, "decoupled_weight_decay")
+    cdef cnp.ndarray p = _array(param, "param", True)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
+    cdef cnp.ndarray g = _array(grad, "grad", False)
+    if cnp.PyArray_SIZE(g) != n:
+        raise ValueError(f"grad has {cnp.PyArray_SIZE(g)} elements, but param has {n}")
+    cdef cnp.ndarray sq = _state(square_avg, "square_avg", n)
+    cdef cnp.ndarray b = None
+    cdef cnp.ndarray ga = None
+    if mu != 0.0:
+        if momentum_buf is None:
+            raise ValueError("momentum_buf is required when momentum != 0 "
+                             "(a float32 array shaped like param)")
+        b = _state(momentum_buf, "momentum_buf", n)
+    if cent:
+        if grad_avg is None:
+            raise ValueError("grad_avg is required when centered=True "
+                             "(a float32 array shaped like param)")
+        ga = _state(grad_avg, "grad_avg", n)
+    _disjoint((p, g, sq, b, ga), ("param", "grad", "square_avg", "momentum_buf", "grad_avg"))
+
+    cdef fo_rmsprop_args a
+    a.p = _f32(p)
+    a.g = _f32(g)
+    a.sq = _f32(sq)
+    a.buf = _f32(b)
+    a.gavg = _f32(ga)
+    a.p_scale = _p_scale(decoupled, lr_, wd)
+    a.sign = -1.0 if maxi else 1.0
+    a.has_wd = wd != 0.0 and not decoupled
+    a.wd = wd
+    a.alpha = alpha_
+    a.one_m_alpha = 1.0 - alpha_
+    a.eps = eps_
+    a.eps_inside = keras
+    a.mu = mu
+    if b is not None and keras:
+        a.c = lr_
+        a.s = -1.0
+    else:
+        a.c = 1.0
+        a.s = -lr_
+    a.check = 0
+    _run(fo_active.rmsprop, &a, n)
+
+
+cdef _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
+           decoupled_weight_decay, amsgrad, max_exp_avg_sq, maximize, convention):
+    cdef bint keras = _keras(convention)
+    cdef long long t = _step(step, "step")
+    cdef double lr_ = _nonneg(lr, "lr")
+    cdef double b1 = _unit(beta1, "beta1", False)
+    cdef double b2 = _unit(beta2, "beta2", False)
+    cdef double eps_ = _nonneg(eps, "eps")
+    cdef double wd = _nonneg(weight_decay, "weight_decay")
+    cdef bint decoupled = _flag(decoupled_weight_decay, "decoupled_weight_decay")
+    cdef bint ams = _flag(amsgrad, "amsgrad")
+    cdef bint maxi = _flag(maximize, "maximize")
+    cdef cnp.ndarray p = _array(param, "param", True)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
+    cdef cnp.ndarray g = _array(grad, "grad", False)
+    if cnp.PyArray_SIZE(g) != n:
+        raise ValueError(f"grad has {cnp.PyArray_SIZE(g)} elements, but param has {n}")
+    cdef cnp.ndarray m = _state(exp_avg, "exp_avg", n)
+    cdef cnp.ndarray v = _state(exp_avg_sq, "exp_avg_sq", n)
+    cdef cnp.ndarray vm = None
+    if ams:
+        if max_exp_avg_sq is None:
+            raise ValueError("max_exp_avg_sq is required when amsgrad=True "
+                             "(a float32 array shaped like param)")
+        vm = _state(max_exp_avg_sq, "max_exp_avg_sq", n)
+    _disjoint((p, g, m, v, vm), ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
+
+    # Bias corrections in double from t on every call (no running product).
+    cdef double bc1 = 1.0 - pow(b1, <double>t)
+    cdef double bc2 = 1.0 - pow(b2, <double>t)
+    cdef fo_adam_args a
+    a.p = _f32(p)
+    a.g = _f32(g)
+    a.m = _f32(m)
+    a.v = _f32(v)
+    a.vmax = _f32(vm)
+    a.p_scale = _p_scale(decoupled, lr_, wd)
+    a.sign = -1.0 if maxi else 1.0
+    a.has_wd = wd != 0.0 and not decoupled
+    a.wd = wd
+    a.one_m_beta1 = 1.0 - b1
+    a.beta2 = b2
+    a.one_m_beta2 = 1.0 - b2
+    a.eps = eps_
+    if keras:
+        a.neg_step = -(lr_ * sqrt(bc2) / bc1)
+        a.dscale = 1.0
+    else:
+        a.neg_step = -(lr_ / bc1)
+        a.dscale = 1.0 / sqrt(bc2)
+    a.check = 0
+    _run(fo_active.adam, &a, n)
+
+
+def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
+          eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False,
+          max_exp_avg_sq=None, maximize=False, convention="torch"):
+    """Adam step, in place: ``param``, ``exp_avg``, ``exp_avg_sq`` (and
+    ``max_exp_avg_sq``) are updated.  ``step`` is the 1-based step count.
+
+    PyTorch rule (``convention='torch'``, ``torch.optim.Adam``)::
+
+        g = -grad if maximize else grad
+        if decoupled_weight_decay: param = param * (1 - lr * weight_decay)
+        else:                      g = g + weight_decay * param
+        exp_avg    = exp_avg + (1 - beta1) * (g - exp_avg)
+        exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g * g
+        bc1 = 1 - beta1**step;  bc2 = 1 - beta2**step       (in double)
+        v = max(max_exp_avg_sq, exp_avg_sq) if amsgrad else exp_avg_sq
+        (amsgrad stores that maximum back into max_exp_avg_sq)
+        param = param - (lr / bc1) * exp_avg / (sqrt(v) / sqrt(bc2) + eps)
+
+    Keras rule (``convention='keras'``, ``keras.optimizers.Adam``): eps is
+    added before bias correction,
+    ``param = param - lr * sqrt(bc2) / bc1 * exp_avg / (sqrt(v) + eps)``;
+    use it with Keras' ``eps=1e-7``.
+    """
+    _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
+          decoupled_weight_decay, amsgrad, max_exp_avg_sq, maximize, convention)
+
+
+def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
+           eps=1e-8, weight_decay=1e-2, amsgrad=False, max_exp_avg_sq=None,
+           maximize=False, convention="torch"):
+    """AdamW step (``torch.optim.AdamW``): :func:`adam_` with decoupled weight
+    decay, ``param = param * (1 - lr * weight_decay)`` before the Adam update,
+    and ``weight_decay=1e-2`` by default.  Same arguments as :func:`adam_`.
+    """
+    _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
+          True, amsgrad, max_exp_avg_sq, maximize, convention)
+
+
+# --------------------------------------------------------------------------
+# What was built and what runs.
+
+
+def simd_levels():
+    """The instruction-set variants this CPU can run, lowest first."""
+    return [fo_simd_name(i).decode() for i in range(fo_best_simd() + 1)]
+
+
+def set_simd_level(name):
+    """Run the kernels with the named variant ('baseline', 'avx2', 'avx512f').
+
+    For testing and benchmarking: results are bit-identical across levels.
+    Raises ValueError for a level that was not built or that the CPU lacks.
+    """
+    cdef int i
+    for i in range(fo_n_simd()):
+        if fo_simd_name(i).decode() == name:
+            if fo_select_simd(i) != 0:
+                raise ValueError(f"this CPU cannot run the {name!r} kernels; "
+                                 f"available: {simd_levels()}")
+            return
+    raise ValueError(f"unknown SIMD level {name!r}; built: "
+                     f"{[fo_simd_name(i).decode() for i in range(fo_n_simd())]}")
+
+
+def build_info():
+    """What the extension was compiled with and what it uses at run time."""
+    return {
+        "simd_compiled": [fo_simd_name(i).decode() for i in range(fo_n_simd())],
+        "simd_available": simd_levels(),
+        "simd_used": fo_active.name.decode(),
+        "openmp": bool(fo_openmp_enabled()),
+        "max_threads": fo_max_threads(),
+        "parallel_min_elements": FO_PARALLEL_MIN,
+        "flush_subnormals": bool(fo_flush_subnormals),
+        "compiler": FO_COMPILER.decode(),
+        "compile_flags": FO_BUILD_FLAGS.decode(),
+        "debug_build": bool(FO_DEBUG_BUILD),
+        "cython_version": FO_BUILD_CYTHON.decode(),
+        "numpy_version": np.__version__,
+        "numpy_c_api_feature_version": hex(NPY_VERSION_AT_BUILD),
+    }
+
+
+def _select_initial_simd():
+    import os
+    fo_select_simd(fo_best_simd())
+    requested = os.environ.get("FASTOPT_SIMD")
+    if requested:
+        set_simd_level(requested)
+
+
+_select_initial_simd()

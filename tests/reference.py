@@ -1,0 +1,95 @@
+"""Float64 NumPy reference implementations of every update rule (the oracle).
+
+Written from ``shared/reference/optimizer-semantics.md`` in the frameworks'
+own terms (not in the folded scalars the kernels use), so that a mistake in
+how fastopt maps a rule onto its kernels shows up as a mismatch.  Every
+function takes and returns float64 arrays and never modifies its inputs.
+"""
+import numpy as np
+
+
+def sgd(p, g, buf, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
+        maximize=False, step=1, decoupled_weight_decay=False, convention="torch"):
+    """Returns (p, buf)."""
+    g = -g if maximize else g
+    if decoupled_weight_decay:
+        p = p - p * weight_decay * lr
+    elif weight_decay:
+        g = g + weight_decay * p
+    if convention == "keras":  # keras.optimizers.SGD: velocity m = mu m - lr g
+        if momentum == 0:
+            return p - lr * g, buf
+        m = momentum * buf - lr * g
+        if nesterov:
+            return p + momentum * m - lr * g, m
+        return p + m, m
+    if momentum != 0:
+        buf = g.copy() if step == 1 else momentum * buf + (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf
+    return p - lr * g, buf
+
+
+def adagrad(p, g, s, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+            maximize=False, decoupled_weight_decay=False, convention="torch"):
+    """Returns (p, state_sum)."""
+    g = -g if maximize else g
+    if decoupled_weight_decay:
+        p = p - p * weight_decay * lr
+    elif weight_decay:
+        g = g + weight_decay * p
+    s = s + g * g
+    if convention == "keras":
+        return p - lr * g / np.sqrt(s + eps), s
+    clr = lr / (1 + (step - 1) * lr_decay)
+    return p - clr * g / (np.sqrt(s) + eps), s
+
+
+def rmsprop(p, g, v, buf=None, gavg=None, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+            momentum=0.0, centered=False, maximize=False, decoupled_weight_decay=False,
+            convention="torch"):
+    """Returns (p, square_avg, momentum_buf, grad_avg)."""
+    g = -g if maximize else g
+    if decoupled_weight_decay:
+        p = p - p * weight_decay * lr
+    elif weight_decay:
+        g = g + weight_decay * p
+    v = alpha * v + (1 - alpha) * g * g
+    w = v
+    if centered:
+        gavg = alpha * gavg + (1 - alpha) * g
+        w = v - gavg * gavg
+    if convention == "keras":  # keras.optimizers.RMSprop, rho = alpha
+        increment = lr * g / np.sqrt(w + eps)
+        if momentum:
+            buf = momentum * buf + increment
+            return p - buf, v, buf, gavg
+        return p - increment, v, buf, gavg
+    d = np.sqrt(w) + eps
+    if momentum:
+        buf = momentum * buf + g / d
+        return p - lr * buf, v, buf, gavg
+    return p - lr * g / d, v, buf, gavg
+
+
+def adam(p, g, m, v, vmax=None, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+         weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False, maximize=False,
+         convention="torch"):
+    """Returns (p, exp_avg, exp_avg_sq, max_exp_avg_sq)."""
+    g = -g if maximize else g
+    if decoupled_weight_decay:
+        p = p * (1 - lr * weight_decay)
+    elif weight_decay:
+        g = g + weight_decay * p
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    bc1 = 1 - beta1 ** step
+    bc2 = 1 - beta2 ** step
+    if amsgrad:
+        vmax = np.maximum(vmax, v)
+        w = vmax
+    else:
+        w = v
+    if convention == "keras":  # alpha_t = lr sqrt(bc2) / bc1; eps before bias correction
+        alpha_t = lr * np.sqrt(bc2) / bc1
+        return p - alpha_t * m / (np.sqrt(w) + eps), m, v, vmax
+    return p - (lr / bc1) * m / (np.sqrt(w) / np.sqrt(bc2) + eps), m, v, vmax
