@@ -1,0 +1,58 @@
+"""The compiled extension is really there, and says how it was built."""
+import importlib.machinery
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+import fastopt
+from fastopt import _kernels
+
+
+def test_extension_is_compiled():
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    assert _kernels.__file__.endswith(suffixes), _kernels.__file__
+    assert type(fastopt.adam_).__name__ in ("cython_function_or_method", "builtin_function_or_method")
+
+
+def test_build_info():
+    info = fastopt.build_info()
+    assert info["simd_used"] in info["simd_available"]
+    assert set(info["simd_available"]) <= set(info["simd_compiled"])
+    assert info["simd_available"][0] == "baseline"
+    flags = info["compile_flags"].split()
+    assert "-fno-math-errno" in flags or info["debug_build"]
+    assert "-ffast-math" not in flags and "-march=native" not in flags
+    assert isinstance(info["openmp"], bool) and info["max_threads"] >= 1
+    assert info["numpy_version"] == np.__version__
+    assert info["cython_version"][0].isdigit()
+    assert info["compiler"]
+
+
+def test_best_simd_level_is_used_by_default():
+    # the default is the best level the CPU has, unless FASTOPT_SIMD lowers it
+    if "FASTOPT_SIMD" not in os.environ:
+        assert fastopt.build_info()["simd_used"] == _kernels.simd_levels()[-1]
+
+
+def test_unknown_simd_level():
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown SIMD level 'sse9'"):
+        _kernels.set_simd_level("sse9")
+
+
+def test_import_without_extension_fails_clearly(tmp_path):
+    """A copy of the package without its compiled module raises ImportError
+    that says how to build it; there is no pure-Python fallback."""
+    src = os.path.dirname(fastopt.__file__)
+    dst = tmp_path / "fastopt"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    code = "import fastopt"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode != 0
+    assert "ImportError" in proc.stderr
+    assert "no pure-Python fallback" in proc.stderr and "pip install ." in proc.stderr
