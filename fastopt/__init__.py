@@ -18,6 +18,9 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         "source checkout."
     ) from exc
 
-from fastopt._kernels import adagrad_, adam_, adamw_, build_info, rmsprop_, sgd_
+from fastopt._kernels import adagrad_, adam_, adamw_, build_info, rmsprop_, sgd_, sum_squares
+from fastopt.flat import FlatParameters
+from fastopt import optim, schedules  # noqa: E402  (after the extension check)
 
-__all__ = ["adagrad_", "adam_", "adamw_", "build_info", "rmsprop_", "sgd_", "__version__"]
+__all__ = ["FlatParameters", "adagrad_", "adam_", "adamw_", "build_info", "optim",
+           "rmsprop_", "schedules", "sgd_", "sum_squares", "__version__"]

@@ -61,7 +61,8 @@ typedef int (*fo_kernel_fn)(const void *args, ptrdiff_t lo, ptrdiff_t hi);
 /* SGD, with momentum / Nesterov, in PyTorch's or Keras' form.
  *
  *   p <- p * p_scale                          (decoupled weight decay; 1 = off)
- *   d  = sign * g  [+ wd * p]                 (maximize; L2 weight decay)
+ *   d  = gscale * g  [+ wd * p]      (gscale: -1 to maximize, times a clip
+ *                                     or loss-scale factor; L2 weight decay)
  *   no buffer:  p <- p + s * d
  *   buffer:     b <- first ? d : mu * b + c * d
  *               u  = nesterov ? mu * b + nd * d : b
@@ -72,7 +73,7 @@ typedef int (*fo_kernel_fn)(const void *args, ptrdiff_t lo, ptrdiff_t hi);
  */
 typedef struct {
     float *p; const float *g; float *buf;
-    float p_scale, sign, wd, mu, c, nd, s;
+    float p_scale, gscale, wd, mu, c, nd, s;
     int has_wd, first, nesterov, check;
 } fo_sgd_args;
 
@@ -81,7 +82,7 @@ FO_INLINE int fo_sgd_body(const fo_sgd_args *a, ptrdiff_t lo, ptrdiff_t hi,
     float *restrict P = a->p;
     const float *restrict G = a->g;
     float *restrict B = a->buf;
-    const float p_scale = a->p_scale, sign = a->sign, wd = a->wd, mu = a->mu,
+    const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd, mu = a->mu,
                 c = a->c, nd = a->nd, s = a->s;
     const int has_wd = a->has_wd, first = a->first, nesterov = a->nesterov,
               check = a->check;
@@ -90,7 +91,7 @@ FO_INLINE int fo_sgd_body(const fo_sgd_args *a, ptrdiff_t lo, ptrdiff_t hi,
         const float g = G[i];
         bad |= check & FO_NOT_FINITE(g);
         const float p = P[i] * p_scale;
-        float d = sign * g;
+        float d = gscale * g;
         d = has_wd ? d + wd * p : d;
         if (has_buf) {
             const float b = first ? d : mu * B[i] + c * d;
@@ -112,7 +113,7 @@ FO_INLINE int fo_sgd_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 /* ------------------------------------------------------------------------ */
 /* Adagrad.
  *
- *   p <- p * p_scale;  d = sign * g [+ wd * p]
+ *   p <- p * p_scale;  d = gscale * g [+ wd * p]
  *   s <- s + d * d
  *   den = eps_inside ? sqrt(s + eps) : sqrt(s) + eps
  *   p <- p + neg_clr * (d / den)
@@ -122,7 +123,7 @@ FO_INLINE int fo_sgd_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
  */
 typedef struct {
     float *p; const float *g; float *sum;
-    float p_scale, sign, wd, eps, neg_clr;
+    float p_scale, gscale, wd, eps, neg_clr;
     int has_wd, eps_inside, check;
 } fo_adagrad_args;
 
@@ -131,7 +132,7 @@ FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
     float *restrict P = a->p;
     const float *restrict G = a->g;
     float *restrict S = a->sum;
-    const float p_scale = a->p_scale, sign = a->sign, wd = a->wd,
+    const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
                 eps = a->eps, neg_clr = a->neg_clr;
     const int has_wd = a->has_wd, eps_inside = a->eps_inside, check = a->check;
     int bad = 0;
@@ -139,7 +140,7 @@ FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
         const float g = G[i];
         bad |= check & FO_NOT_FINITE(g);
         const float p = P[i] * p_scale;
-        float d = sign * g;
+        float d = gscale * g;
         d = has_wd ? d + wd * p : d;
         const float s = S[i] + d * d;
         S[i] = s;
@@ -152,7 +153,7 @@ FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 /* ------------------------------------------------------------------------ */
 /* RMSprop, plain / centred / with momentum, in PyTorch's or Keras' form.
  *
- *   p <- p * p_scale;  d = sign * g [+ wd * p]
+ *   p <- p * p_scale;  d = gscale * g [+ wd * p]
  *   v <- alpha * v + (1 - alpha) * d * d
  *   centred: a <- a + (1 - alpha) * (d - a);  w = v - a * a   else w = v
  *   den = eps_inside ? sqrt(w + eps) : sqrt(w) + eps
@@ -164,7 +165,7 @@ FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
  */
 typedef struct {
     float *p; const float *g; float *sq; float *buf; float *gavg;
-    float p_scale, sign, wd, alpha, one_m_alpha, eps, mu, c, s;
+    float p_scale, gscale, wd, alpha, one_m_alpha, eps, mu, c, s;
     int has_wd, eps_inside, check;
 } fo_rmsprop_args;
 
@@ -176,7 +177,7 @@ FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, ptrdiff_t lo,
     float *restrict V = a->sq;
     float *restrict B = a->buf;
     float *restrict A = a->gavg;
-    const float p_scale = a->p_scale, sign = a->sign, wd = a->wd,
+    const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
                 alpha = a->alpha, one_m_alpha = a->one_m_alpha, eps = a->eps,
                 mu = a->mu, c = a->c, s = a->s;
     const int has_wd = a->has_wd, eps_inside = a->eps_inside, check = a->check;
@@ -185,7 +186,7 @@ FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, ptrdiff_t lo,
         const float g = G[i];
         bad |= check & FO_NOT_FINITE(g);
         const float p = P[i] * p_scale;
-        float d = sign * g;
+        float d = gscale * g;
         d = has_wd ? d + wd * p : d;
         const float v = alpha * V[i] + one_m_alpha * (d * d);
         V[i] = v;
@@ -220,7 +221,7 @@ FO_INLINE int fo_rmsprop_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 /* ------------------------------------------------------------------------ */
 /* Adam / AdamW / AMSGrad.
  *
- *   p <- p * p_scale;  d = sign * g [+ wd * p]
+ *   p <- p * p_scale;  d = gscale * g [+ wd * p]
  *   m <- m + (1 - beta1) * (d - m)
  *   v <- beta2 * v + (1 - beta2) * d * d
  *   amsgrad: vmax <- max(vmax, v) (nan propagates);  w = vmax   else w = v
@@ -232,7 +233,7 @@ FO_INLINE int fo_rmsprop_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
  */
 typedef struct {
     float *p; const float *g; float *m; float *v; float *vmax;
-    float p_scale, sign, wd, one_m_beta1, beta2, one_m_beta2, dscale, eps,
+    float p_scale, gscale, wd, one_m_beta1, beta2, one_m_beta2, dscale, eps,
           neg_step;
     int has_wd, check;
 } fo_adam_args;
@@ -244,7 +245,7 @@ FO_INLINE int fo_adam_body(const fo_adam_args *a, ptrdiff_t lo, ptrdiff_t hi,
     float *restrict M = a->m;
     float *restrict V = a->v;
     float *restrict VM = a->vmax;
-    const float p_scale = a->p_scale, sign = a->sign, wd = a->wd,
+    const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
                 one_m_beta1 = a->one_m_beta1, beta2 = a->beta2,
                 one_m_beta2 = a->one_m_beta2, dscale = a->dscale, eps = a->eps,
                 neg_step = a->neg_step;
@@ -254,7 +255,7 @@ FO_INLINE int fo_adam_body(const fo_adam_args *a, ptrdiff_t lo, ptrdiff_t hi,
         const float g = G[i];
         bad |= check & FO_NOT_FINITE(g);
         const float p = P[i] * p_scale;
-        float d = sign * g;
+        float d = gscale * g;
         d = has_wd ? d + wd * p : d;
         const float m = M[i] + one_m_beta1 * (d - M[i]);
         const float v = beta2 * V[i] + one_m_beta2 * (d * d);
@@ -274,6 +275,26 @@ FO_INLINE int fo_adam_body(const fo_adam_args *a, ptrdiff_t lo, ptrdiff_t hi,
 FO_INLINE int fo_adam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
     const fo_adam_args *a = (const fo_adam_args *)v;
     return a->vmax ? fo_adam_body(a, lo, hi, 1) : fo_adam_body(a, lo, hi, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sum of squares in double, for gradient norms.  Sixteen independent lanes
+ * vectorise without reassociating anything, so the result is the same for
+ * every instruction set (and every run). */
+typedef struct { const float *x; double result; } fo_sumsq_args;
+
+FO_INLINE int fo_sumsq_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
+    fo_sumsq_args *a = (fo_sumsq_args *)v;
+    const float *restrict X = a->x;
+    double acc[16] = {0};
+    ptrdiff_t i = lo;
+    for (; i + 16 <= hi; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += (double)X[i + j] * (double)X[i + j];
+    double total = 0.0;
+    for (; i < hi; i++) total += (double)X[i] * (double)X[i];
+    for (int j = 0; j < 16; j++) total += acc[j];
+    a->result = total;
+    return !(total <= DBL_MAX);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -301,19 +322,21 @@ FO_VARIANTS(sgd)
 FO_VARIANTS(adagrad)
 FO_VARIANTS(rmsprop)
 FO_VARIANTS(adam)
+FO_VARIANTS(sumsq)
 
 typedef struct {
     const char *name;
-    fo_kernel_fn sgd, adagrad, rmsprop, adam;
+    fo_kernel_fn sgd, adagrad, rmsprop, adam, sumsq;
 } fo_table;
 
 static const fo_table fo_tables[] = {
     {"baseline", fo_sgd_baseline, fo_adagrad_baseline, fo_rmsprop_baseline,
-     fo_adam_baseline},
+     fo_adam_baseline, fo_sumsq_baseline},
 #if FO_X86
-    {"avx2", fo_sgd_avx2, fo_adagrad_avx2, fo_rmsprop_avx2, fo_adam_avx2},
+    {"avx2", fo_sgd_avx2, fo_adagrad_avx2, fo_rmsprop_avx2, fo_adam_avx2,
+     fo_sumsq_avx2},
     {"avx512f", fo_sgd_avx512, fo_adagrad_avx512, fo_rmsprop_avx512,
-     fo_adam_avx512},
+     fo_adam_avx512, fo_sumsq_avx512},
 #endif
 };
 #define FO_N_TABLES ((int)(sizeof(fo_tables) / sizeof(fo_tables[0])))

@@ -22,6 +22,7 @@ def sgd_(
     maximize: _Bool = False,
     step: int = 1,
     decoupled_weight_decay: _Bool = False,
+    grad_scale: _Real = 1.0,
     convention: _Convention = "torch",
 ) -> None: ...
 def adagrad_(
@@ -36,6 +37,7 @@ def adagrad_(
     eps: _Real = 1e-10,
     maximize: _Bool = False,
     decoupled_weight_decay: _Bool = False,
+    grad_scale: _Real = 1.0,
     convention: _Convention = "torch",
 ) -> None: ...
 def rmsprop_(
@@ -53,6 +55,7 @@ def rmsprop_(
     grad_avg: _F32 | None = None,
     maximize: _Bool = False,
     decoupled_weight_decay: _Bool = False,
+    grad_scale: _Real = 1.0,
     convention: _Convention = "torch",
 ) -> None: ...
 def adam_(
@@ -71,6 +74,7 @@ def adam_(
     amsgrad: _Bool = False,
     max_exp_avg_sq: _F32 | None = None,
     maximize: _Bool = False,
+    grad_scale: _Real = 1.0,
     convention: _Convention = "torch",
 ) -> None: ...
 def adamw_(
@@ -88,8 +92,10 @@ def adamw_(
     amsgrad: _Bool = False,
     max_exp_avg_sq: _F32 | None = None,
     maximize: _Bool = False,
+    grad_scale: _Real = 1.0,
     convention: _Convention = "torch",
 ) -> None: ...
+def sum_squares(x: _F32) -> float: ...
 def simd_levels() -> list[str]: ...
 def set_simd_level(name: str) -> None: ...
 def build_info() -> dict[str, Any]: ...

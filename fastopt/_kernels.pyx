@@ -8,6 +8,10 @@ This module checks every argument before any memory is touched, turns the
 hyperparameters into the scalars the C bodies take (bias corrections in
 double precision from ``step`` on every call), and runs the kernel without
 the GIL.
+
+Every kernel takes ``grad_scale`` (default 1): the gradient is multiplied by
+it, in the same pass, before the rule is applied -- how gradient clipping by
+norm and loss scaling cost no extra sweep over memory.
 """
 
 from libc.math cimport isfinite, pow, sqrt
@@ -25,14 +29,14 @@ cdef extern from "_fastopt_kernels.h" nogil:
         float *p
         const float *g
         float *buf
-        float p_scale, sign, wd, mu, c, nd, s
+        float p_scale, gscale, wd, mu, c, nd, s
         int has_wd, first, nesterov, check
 
     ctypedef struct fo_adagrad_args:
         float *p
         const float *g
         float *sum
-        float p_scale, sign, wd, eps, neg_clr
+        float p_scale, gscale, wd, eps, neg_clr
         int has_wd, eps_inside, check
 
     ctypedef struct fo_rmsprop_args:
@@ -41,7 +45,7 @@ cdef extern from "_fastopt_kernels.h" nogil:
         float *sq
         float *buf
         float *gavg
-        float p_scale, sign, wd, alpha, one_m_alpha, eps, mu, c, s
+        float p_scale, gscale, wd, alpha, one_m_alpha, eps, mu, c, s
         int has_wd, eps_inside, check
 
     ctypedef struct fo_adam_args:
@@ -50,12 +54,16 @@ cdef extern from "_fastopt_kernels.h" nogil:
         float *m
         float *v
         float *vmax
-        float p_scale, sign, wd, one_m_beta1, beta2, one_m_beta2, dscale, eps, neg_step
+        float p_scale, gscale, wd, one_m_beta1, beta2, one_m_beta2, dscale, eps, neg_step
         int has_wd, check
 
     ctypedef struct fo_table:
         const char *name
-        fo_kernel_fn sgd, adagrad, rmsprop, adam
+        fo_kernel_fn sgd, adagrad, rmsprop, adam, sumsq
+
+    ctypedef struct fo_sumsq_args:
+        const float *x
+        double result
 
     const fo_table *fo_active
     int fo_flush_subnormals
@@ -245,7 +253,7 @@ cdef inline int _run(fo_kernel_fn fn, const void *args, Py_ssize_t n) noexcept:
 
 def sgd_(param, grad, momentum_buf=None, *, lr, momentum=0.0, dampening=0.0,
          nesterov=False, weight_decay=0.0, maximize=False, step=1,
-         decoupled_weight_decay=False, convention="torch"):
+         decoupled_weight_decay=False, grad_scale=1.0, convention="torch"):
     """SGD step, in place: ``param`` (and ``momentum_buf``) are updated.
 
     All arrays are float32, C-contiguous, with the same number of elements.
@@ -281,6 +289,7 @@ def sgd_(param, grad, momentum_buf=None, *, lr, momentum=0.0, dampening=0.0,
     cdef double wd = _nonneg(weight_decay, "weight_decay")
     cdef bint nest = _flag(nesterov, "nesterov")
     cdef bint maxi = _flag(maximize, "maximize")
+    cdef double gs = _finite(grad_scale, "grad_scale")
     cdef bint decoupled = _flag(decoupled_weight_decay, "decoupled_weight_decay")
     cdef long long t = _step(step, "step")
     if nest and (mu <= 0.0 or damp != 0.0):
@@ -304,7 +313,7 @@ def sgd_(param, grad, momentum_buf=None, *, lr, momentum=0.0, dampening=0.0,
     a.g = _f32(g)
     a.buf = _f32(b)
     a.p_scale = _p_scale(decoupled, lr_, wd)
-    a.sign = -1.0 if maxi else 1.0
+    a.gscale = -gs if maxi else gs
     a.has_wd = wd != 0.0 and not decoupled
     a.wd = wd
     a.mu = mu
@@ -324,7 +333,8 @@ def sgd_(param, grad, momentum_buf=None, *, lr, momentum=0.0, dampening=0.0,
 
 
 def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-             eps=1e-10, maximize=False, decoupled_weight_decay=False, convention="torch"):
+             eps=1e-10, maximize=False, decoupled_weight_decay=False, grad_scale=1.0,
+             convention="torch"):
     """Adagrad step, in place: ``param`` and ``state_sum`` are updated.
 
     PyTorch rule (``convention='torch'``, ``torch.optim.Adagrad``)::
@@ -349,6 +359,7 @@ def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_deca
     cdef double wd = _nonneg(weight_decay, "weight_decay")
     cdef double eps_ = _nonneg(eps, "eps")
     cdef bint maxi = _flag(maximize, "maximize")
+    cdef double gs = _finite(grad_scale, "grad_scale")
     cdef bint decoupled = _flag(decoupled_weight_decay, "decoupled_weight_decay")
     cdef cnp.ndarray p = _array(param, "param", True)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
@@ -363,7 +374,7 @@ def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_deca
     a.g = _f32(g)
     a.sum = _f32(s)
     a.p_scale = _p_scale(decoupled, lr_, wd)
-    a.sign = -1.0 if maxi else 1.0
+    a.gscale = -gs if maxi else gs
     a.has_wd = wd != 0.0 and not decoupled
     a.wd = wd
     a.eps = eps_
@@ -375,7 +386,8 @@ def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_deca
 
 def rmsprop_(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
              momentum=0.0, momentum_buf=None, centered=False, grad_avg=None,
-             maximize=False, decoupled_weight_decay=False, convention="torch"):
+             maximize=False, decoupled_weight_decay=False, grad_scale=1.0,
+             convention="torch"):
     """RMSprop step, in place: ``param`` and the state buffers are updated.
 
     PyTorch rule (``convention='torch'``, ``torch.optim.RMSprop``)::
@@ -412,6 +424,7 @@ def rmsprop_(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_d
     cdef double mu = _nonneg(momentum, "momentum")
     cdef bint cent = _flag(centered, "centered")
     cdef bint maxi = _flag(maximize, "maximize")
+    cdef double gs = _finite(grad_scale, "grad_scale")
     cdef bint decoupled = _flag(decoupled_weight_decay, "decoupled_weight_decay")
     cdef cnp.ndarray p = _array(param, "param", True)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
@@ -440,7 +453,7 @@ def rmsprop_(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_d
     a.buf = _f32(b)
     a.gavg = _f32(ga)
     a.p_scale = _p_scale(decoupled, lr_, wd)
-    a.sign = -1.0 if maxi else 1.0
+    a.gscale = -gs if maxi else gs
     a.has_wd = wd != 0.0 and not decoupled
     a.wd = wd
     a.alpha = alpha_
@@ -459,7 +472,7 @@ def rmsprop_(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_d
 
 
 cdef _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-           decoupled_weight_decay, amsgrad, max_exp_avg_sq, maximize, convention):
+           decoupled_weight_decay, amsgrad, max_exp_avg_sq, maximize, grad_scale, convention):
     cdef bint keras = _keras(convention)
     cdef long long t = _step(step, "step")
     cdef double lr_ = _nonneg(lr, "lr")
@@ -470,6 +483,7 @@ cdef _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight
     cdef bint decoupled = _flag(decoupled_weight_decay, "decoupled_weight_decay")
     cdef bint ams = _flag(amsgrad, "amsgrad")
     cdef bint maxi = _flag(maximize, "maximize")
+    cdef double gs = _finite(grad_scale, "grad_scale")
     cdef cnp.ndarray p = _array(param, "param", True)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
     cdef cnp.ndarray g = _array(grad, "grad", False)
@@ -495,7 +509,7 @@ cdef _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight
     a.v = _f32(v)
     a.vmax = _f32(vm)
     a.p_scale = _p_scale(decoupled, lr_, wd)
-    a.sign = -1.0 if maxi else 1.0
+    a.gscale = -gs if maxi else gs
     a.has_wd = wd != 0.0 and not decoupled
     a.wd = wd
     a.one_m_beta1 = 1.0 - b1
@@ -514,7 +528,7 @@ cdef _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight
 
 def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
           eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False,
-          max_exp_avg_sq=None, maximize=False, convention="torch"):
+          max_exp_avg_sq=None, maximize=False, grad_scale=1.0, convention="torch"):
     """Adam step, in place: ``param``, ``exp_avg``, ``exp_avg_sq`` (and
     ``max_exp_avg_sq``) are updated.  ``step`` is the 1-based step count.
 
@@ -536,18 +550,33 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
     use it with Keras' ``eps=1e-7``.
     """
     _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-          decoupled_weight_decay, amsgrad, max_exp_avg_sq, maximize, convention)
+          decoupled_weight_decay, amsgrad, max_exp_avg_sq, maximize, grad_scale, convention)
 
 
 def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
            eps=1e-8, weight_decay=1e-2, amsgrad=False, max_exp_avg_sq=None,
-           maximize=False, convention="torch"):
+           maximize=False, grad_scale=1.0, convention="torch"):
     """AdamW step (``torch.optim.AdamW``): :func:`adam_` with decoupled weight
     decay, ``param = param * (1 - lr * weight_decay)`` before the Adam update,
     and ``weight_decay=1e-2`` by default.  Same arguments as :func:`adam_`.
     """
     _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-          True, amsgrad, max_exp_avg_sq, maximize, convention)
+          True, amsgrad, max_exp_avg_sq, maximize, grad_scale, convention)
+
+
+def sum_squares(x):
+    """Sum of squares of a float32 array, accumulated in double in a fixed
+    order (the same result for every SIMD level and run).  ``x`` may be
+    read-only; it must be float32 and C-contiguous."""
+    cdef cnp.ndarray a = _array(x, "x", False)
+    cdef fo_sumsq_args args
+    args.x = _f32(a)
+    args.result = 0.0
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
+    if n:
+        with nogil:
+            fo_active.sumsq(&args, 0, n)
+    return args.result
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,15 @@
+"""Optimizer classes over fastopt's fused kernels.
+
+``fastopt.optim.SGD``, ``Adagrad``, ``RMSprop``, ``Adam`` and ``AdamW``
+follow PyTorch (names, defaults, rules, parameter groups, ``state_dict``);
+:mod:`fastopt.optim.keras` has the Keras 3 counterparts.  Both update a
+:class:`~fastopt.flat.FlatParameters` with one kernel call per parameter
+group per step, or plain ``(param, grad)`` array pairs.
+"""
+from fastopt.optim import keras
+from fastopt.optim._base import Optimizer, global_grad_norm
+from fastopt.optim._torch_like import SGD, Adagrad, Adam, AdamW, RMSprop
+from fastopt.optim.clip import clip_grad_norm_, clip_grad_value_
+
+__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "clip_grad_norm_",
+           "clip_grad_value_", "global_grad_norm", "keras"]

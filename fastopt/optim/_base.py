@@ -1,0 +1,351 @@
+"""The machinery shared by every optimizer class: parameters, spans, state.
+
+A *parameter* is a pair of float32 arrays, its value and its gradient.
+Parameters of one group that lie next to each other in memory (both values
+and gradients, as the views of a :class:`~fastopt.flat.FlatParameters` do)
+are coalesced into one *span*, updated by a single kernel call; a model held
+in one flat buffer is therefore one call per step.
+
+Optimizer state lives per span, in flat buffers; each parameter's state is a
+view into them, which is what ``state_dict`` exposes, keyed by parameter
+index like PyTorch's.
+
+Subclasses say which state buffers a group needs (``_state_names``) and how
+one span is updated (``_update``); they never loop over elements.
+"""
+import copy
+import math
+
+import numpy as np
+
+from fastopt.flat import FlatParameters, aligned_zeros
+
+_EMPTY = np.empty(0, np.float32)
+
+
+def _root(a):
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _check_pair(i, pair):
+    try:
+        p, g = pair
+    except (TypeError, ValueError):
+        raise TypeError(f"params[{i}] must be a (param, grad) pair of float32 arrays, "
+                        f"got {type(pair).__name__}") from None
+    for what, a in (("param", p), ("grad", g)):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"params[{i}] {what} must be a numpy.ndarray, got {type(a).__name__}")
+        if a.dtype != np.float32:
+            raise TypeError(f"params[{i}] {what} must have dtype float32, got {a.dtype}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"params[{i}] {what} must be C-contiguous")
+    if not p.flags.writeable:
+        raise ValueError(f"params[{i}] param is read-only")
+    if p.shape != g.shape:
+        raise ValueError(f"params[{i}]: grad has shape {g.shape} but param has {p.shape}")
+    return p, g
+
+
+def _as_pairs(params):
+    """A FlatParameters, or an iterable of (param, grad) pairs, as a list of pairs."""
+    if isinstance(params, FlatParameters):
+        return list(params)
+    if isinstance(params, np.ndarray):
+        raise TypeError("params must be a FlatParameters or (param, grad) pairs, got a single "
+                        "array (an optimizer also needs the gradient)")
+    try:
+        items = list(params)
+    except TypeError:
+        raise TypeError(f"params must be a FlatParameters or an iterable of (param, grad) "
+                        f"pairs, got {type(params).__name__}") from None
+    return [_check_pair(i, pair) for i, pair in enumerate(items)]
+
+
+def _follows(a, b):
+    """True if ``b`` starts where ``a`` ends, inside one contiguous buffer."""
+    root = _root(a)
+    return (a.ctypes.data + a.nbytes == b.ctypes.data and _root(b) is root
+            and root.flags.c_contiguous)
+
+
+def _span_view(first, last):
+    """One flat float32 view from the start of ``first`` to the end of
+    ``last``, which lie in order in one contiguous buffer (``_follows``)."""
+    root = _root(first)
+    start = first.ctypes.data - root.ctypes.data
+    n = (last.ctypes.data + last.nbytes - first.ctypes.data) // 4
+    return np.ndarray((n,), np.float32, buffer=root, offset=start)
+
+
+class _Span:
+    """Parameters adjacent in memory, updated by one kernel call."""
+
+    __slots__ = ("param", "grad", "indices", "sizes", "state", "step")
+
+    def __init__(self, param, grad, indices, sizes):
+        self.param, self.grad, self.indices, self.sizes = param, grad, indices, sizes
+        self.state = {}
+        self.step = 0
+
+    def views(self, flat):
+        """Per-parameter views (index -> array) of a span-sized flat array."""
+        out, lo = {}, 0
+        for i, size in zip(self.indices, self.sizes):
+            out[i] = flat[lo:lo + size]
+            lo += size
+        return out
+
+
+def _coalesce(pairs, indices):
+    """Group consecutive parameters whose values and grads are adjacent."""
+    spans, run = [], []
+
+    def flush():
+        if not run:
+            return
+        ps, gs = [pairs[k][0] for k in run], [pairs[k][1] for k in run]
+        p = _span_view(ps[0], ps[-1]) if len(run) > 1 else ps[0].reshape(-1)
+        g = _span_view(gs[0], gs[-1]) if len(run) > 1 else gs[0].reshape(-1)
+        spans.append(_Span(p, g, [indices[k] for k in run], [a.size for a in ps]))
+        run.clear()
+
+    for k, (p, g) in enumerate(pairs):
+        if run:
+            pp, pg = pairs[run[-1]]
+            if not (_follows(pp, p) and _follows(pg, g)):
+                flush()
+        run.append(k)
+    flush()
+    return spans
+
+
+class Optimizer:
+    """Base class: parameter groups over flat spans, ``step``, ``zero_grad``,
+    ``state_dict`` and ``load_state_dict`` (PyTorch's protocol)."""
+
+    _family = "torch"
+    _accumulator = None  # Adagrad's sum: starts at initial_accumulator_value
+
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        self.param_groups = []
+        self._params = []       # every (param, grad) pair, by global index
+        self._spans = []        # per group: list of _Span
+        if isinstance(params, FlatParameters) or not _is_group_list(params):
+            groups = [{"params": params}]
+        else:
+            groups = list(params)
+        for group in groups:
+            self.add_param_group(group)
+
+    # -- the two things a rule defines --------------------------------------
+    def _state_names(self, group):
+        raise NotImplementedError
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        """Run the rule's kernel over one span (``step`` 1-based)."""
+        raise NotImplementedError
+
+    def _init_state(self, name, group, n):
+        out = aligned_zeros(n)
+        if name == self._accumulator:
+            out.fill(group["initial_accumulator_value"])
+        return out
+
+    # -- groups --------------------------------------------------------------
+    def _check_group(self, group):
+        """Validate a group's hyperparameters with a zero-length kernel call:
+        the kernel's own checks, so messages are identical and nothing is
+        written."""
+        if self._accumulator is not None:
+            value = group["initial_accumulator_value"]
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                                 np.floating)) \
+                    or not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"initial_accumulator_value must be a finite number >= 0, "
+                                 f"got {value!r}")
+        state = {name: _EMPTY for name in self._state_names(group)}
+        self._update(_EMPTY, _EMPTY, state, group, 1, 1.0)
+
+    def add_param_group(self, group):
+        if not isinstance(group, dict):
+            raise TypeError(f"a parameter group must be a dict, got {type(group).__name__}")
+        if "params" not in group:
+            raise ValueError("a parameter group needs a 'params' entry")
+        unknown = sorted(set(group) - set(self.defaults) - {"params"})
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown hyperparameter(s) {unknown}; "
+                            f"expected some of {sorted(self.defaults)}")
+        pairs = _as_pairs(group["params"])
+        if not pairs:
+            raise ValueError("a parameter group has no parameters")
+        seen = {id(p) for p, _ in self._params}
+        for p, _ in pairs:
+            if id(p) in seen or any(np.shares_memory(p, q) for q, _ in self._params):
+                raise ValueError("some parameters appear in more than one parameter group")
+        new = {k: v for k, v in group.items() if k != "params"}
+        full = {**self.defaults, **new}
+        self._check_group(full)
+        first = len(self._params)
+        indices = list(range(first, first + len(pairs)))
+        self._params.extend(pairs)
+        full["params"] = pairs
+        self.param_groups.append(full)
+        self._spans.append(_coalesce(pairs, indices))
+
+    @property
+    def n_kernel_calls(self):
+        """Kernel calls one ``step()`` makes (one per span)."""
+        return sum(len(s) for s in self._spans)
+
+    # -- stepping ------------------------------------------------------------
+    def _ensure_state(self, span, group):
+        for name in self._state_names(group):
+            if name not in span.state:
+                span.state[name] = self._init_state(name, group, span.param.size)
+
+    def step(self, grad_scale=1.0):
+        """One update of every parameter from its current gradient.
+
+        ``grad_scale`` multiplies every gradient inside the kernel (used for
+        clipping by global norm at no extra pass).  Every group's
+        hyperparameters are checked before any parameter is written.
+        """
+        for group in self.param_groups:
+            self._check_group(group)
+        for group, spans in zip(self.param_groups, self._spans):
+            for span in spans:
+                self._ensure_state(span, group)
+                self._update(span.param, span.grad, span.state, group, span.step + 1, grad_scale)
+                span.step += 1
+
+    def zero_grad(self):
+        for spans in self._spans:
+            for span in spans:
+                span.grad.fill(0)
+
+    # -- state_dict ----------------------------------------------------------
+    def state_dict(self):
+        """A deep copy of the state, keyed by parameter index (as PyTorch's)."""
+        state = {}
+        for spans in self._spans:
+            for span in spans:
+                if span.step == 0:
+                    continue
+                per_param = {name: span.views(flat) for name, flat in span.state.items()}
+                for i in span.indices:
+                    entry = {"step": span.step}
+                    entry.update({name: views[i].copy() for name, views in per_param.items()})
+                    state[i] = entry
+        groups = []
+        for group, spans in zip(self.param_groups, self._spans):
+            g = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            g["params"] = [i for span in spans for i in span.indices]
+            groups.append(g)
+        return {"state": state, "param_groups": groups, "optimizer": self._kind()}
+
+    def _kind(self):
+        return f"{self._family}.{type(self).__name__}"
+
+    def load_state_dict(self, state_dict):
+        """Restore a ``state_dict``.  Everything is checked first; on any
+        error the optimizer is left unchanged."""
+        if not isinstance(state_dict, dict) or "state" not in state_dict \
+                or "param_groups" not in state_dict:
+            raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
+        kind = state_dict.get("optimizer", self._kind())
+        if kind != self._kind():
+            raise ValueError(f"state_dict is from a {kind} optimizer, not {self._kind()}")
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups)} parameter groups, "
+                             f"this optimizer has {len(self.param_groups)}")
+        new_groups = []
+        for k, (saved, spans) in enumerate(zip(groups, self._spans)):
+            ids = [i for span in spans for i in span.indices]
+            if list(saved.get("params", [])) != ids:
+                raise ValueError(f"parameter group {k} of state_dict holds parameters "
+                                 f"{saved.get('params')}, this optimizer's holds {ids}")
+            unknown = sorted(set(saved) - set(self.defaults) - {"params"})
+            if unknown:
+                raise ValueError(f"state_dict group {k} has unknown hyperparameter(s) {unknown}")
+            group = {**self.defaults, **{key: copy.deepcopy(v) for key, v in saved.items()
+                                          if key != "params"}}
+            self._check_group(group)
+            new_groups.append(group)
+        saved_state = state_dict["state"]
+        plan = []  # (span, step, {name: flat array}) -- built fully before any change
+        for group, spans in zip(new_groups, self._spans):
+            names = self._state_names(group)
+            for span in spans:
+                entries = [saved_state.get(i) for i in span.indices]
+                if all(e is None for e in entries):
+                    plan.append((span, 0, {}))
+                    continue
+                if any(e is None for e in entries):
+                    raise ValueError(f"state_dict has state for some but not all of "
+                                     f"parameters {span.indices}")
+                steps = {e.get("step") for e in entries}
+                if len(steps) != 1:
+                    raise ValueError(f"parameters {span.indices} have different step "
+                                     f"counts {sorted(steps)}; they are updated together")
+                step = steps.pop()
+                if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0:
+                    raise ValueError(f"state_dict step must be an int >= 0, got {step!r}")
+                flats = {}
+                for name in names:
+                    parts = []
+                    for i, size, e in zip(span.indices, span.sizes, entries):
+                        if name not in e:
+                            raise ValueError(f"state_dict state of parameter {i} has no {name!r}")
+                        a = np.asarray(e[name])
+                        if a.size != size or not np.issubdtype(a.dtype, np.floating):
+                            raise ValueError(f"state_dict {name!r} of parameter {i} has "
+                                             f"{a.size} elements of {a.dtype}, expected "
+                                             f"{size} floats")
+                        parts.append(a.reshape(-1))
+                    flat = aligned_zeros(span.param.size)
+                    if parts:
+                        np.concatenate(parts, out=flat, casting="same_kind")
+                    flats[name] = flat
+                plan.append((span, int(step), flats))
+        # Everything checked: apply.
+        for group, new in zip(self.param_groups, new_groups):
+            params = group["params"]
+            group.clear()
+            group.update(new)
+            group["params"] = params
+        for span, step, flats in plan:
+            span.step = step
+            span.state = flats
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for k, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {k}")
+            for key in sorted(group):
+                if key != "params":
+                    lines.append(f"    {key}: {group[key]}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+def _is_group_list(params):
+    """True for a list of dicts (parameter groups), as torch accepts."""
+    if isinstance(params, (list, tuple)) and params:
+        return all(isinstance(g, dict) for g in params)
+    return False
+
+
+def global_grad_norm(optimizer):
+    """The L2 norm of every gradient an optimizer updates (double accumulated)."""
+    from fastopt._kernels import sum_squares
+
+    total = 0.0
+    for spans in optimizer._spans:
+        for span in spans:
+            total += sum_squares(span.grad)
+    return math.sqrt(total)

@@ -1,0 +1,131 @@
+"""Optimizer classes with PyTorch's names, defaults and update rules.
+
+Each class is ``torch.optim.X``'s rule over fastopt's flat spans: the
+arguments, defaults, parameter groups, ``state_dict`` keys (``exp_avg``,
+``momentum_buffer``, ...) and the ``param_groups[k]["lr"]`` idiom for
+changing hyperparameters between steps are PyTorch's.  ``params`` is a
+:class:`~fastopt.flat.FlatParameters`, an iterable of ``(param, grad)``
+float32 array pairs, or a list of parameter-group dicts whose ``"params"``
+are either of those.
+"""
+import fastopt._kernels as K
+from fastopt.optim._base import Optimizer
+
+
+def _betas(group):
+    betas = group["betas"]
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError):
+        raise TypeError(f"betas must be a pair of numbers, got {betas!r}") from None
+    return b1, b2
+
+
+class SGD(Optimizer):
+    """``torch.optim.SGD``: momentum, dampening, Nesterov, L2 weight decay.
+
+    With momentum the first step sets the buffer to the gradient; later
+    steps ``buf = momentum * buf + (1 - dampening) * g``;
+    ``p -= lr * (g + momentum * buf if nesterov else buf)``.
+    See :func:`fastopt.sgd_`.
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, *, maximize=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize))
+
+    def _state_names(self, group):
+        return ["momentum_buffer"] if group["momentum"] != 0 else []
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        K.sgd_(param, grad, state.get("momentum_buffer"), lr=group["lr"],
+               momentum=group["momentum"], dampening=group["dampening"],
+               nesterov=group["nesterov"], weight_decay=group["weight_decay"],
+               maximize=group["maximize"], step=step, grad_scale=grad_scale)
+
+
+class Adagrad(Optimizer):
+    """``torch.optim.Adagrad``: ``sum += g*g``;
+    ``p -= lr / (1 + (t-1) lr_decay) * g / (sqrt(sum) + eps)``, the sum
+    starting at ``initial_accumulator_value``.  See :func:`fastopt.adagrad_`."""
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10, *, maximize=False):
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value,
+                                      eps=eps, maximize=maximize))
+
+    _accumulator = "sum"
+
+    def _state_names(self, group):
+        return ["sum"]
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        K.adagrad_(param, grad, state["sum"], step=step, lr=group["lr"],
+                   lr_decay=group["lr_decay"], weight_decay=group["weight_decay"],
+                   eps=group["eps"], maximize=group["maximize"], grad_scale=grad_scale)
+
+
+class RMSprop(Optimizer):
+    """``torch.optim.RMSprop``: ``v = alpha v + (1-alpha) g^2``, centred
+    variance on request, eps outside the root, optional momentum buffer.
+    See :func:`fastopt.rmsprop_`."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                 momentum=0.0, centered=False, maximize=False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered,
+                                      maximize=maximize))
+
+    def _state_names(self, group):
+        names = ["square_avg"]
+        if group["momentum"] != 0:
+            names.append("momentum_buffer")
+        if group["centered"]:
+            names.append("grad_avg")
+        return names
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        K.rmsprop_(param, grad, state["square_avg"], lr=group["lr"], alpha=group["alpha"],
+                   eps=group["eps"], weight_decay=group["weight_decay"],
+                   momentum=group["momentum"], momentum_buf=state.get("momentum_buffer"),
+                   centered=group["centered"], grad_avg=state.get("grad_avg"),
+                   maximize=group["maximize"], grad_scale=grad_scale)
+
+
+class Adam(Optimizer):
+    """``torch.optim.Adam``: L2 weight decay (or decoupled, as AdamW, with
+    ``decoupled_weight_decay=True``), AMSGrad over the raw second moment, eps
+    after bias correction.  See :func:`fastopt.adam_`."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, maximize=maximize,
+                                      decoupled_weight_decay=decoupled_weight_decay))
+
+    def _state_names(self, group):
+        names = ["exp_avg", "exp_avg_sq"]
+        if group["amsgrad"]:
+            names.append("max_exp_avg_sq")
+        return names
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        beta1, beta2 = _betas(group)
+        K.adam_(param, grad, state["exp_avg"], state["exp_avg_sq"], step=step, lr=group["lr"],
+                beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+                decoupled_weight_decay=group["decoupled_weight_decay"],
+                amsgrad=group["amsgrad"], max_exp_avg_sq=state.get("max_exp_avg_sq"),
+                maximize=group["maximize"], grad_scale=grad_scale)
+
+
+class AdamW(Adam):
+    """``torch.optim.AdamW``: Adam with decoupled weight decay
+    ``p *= 1 - lr * weight_decay`` and ``weight_decay=1e-2`` by default."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True)

@@ -1,0 +1,318 @@
+"""Optimizer classes with Keras 3's names, defaults and update rules.
+
+``SGD``, ``Adam``, ``AdamW``, ``RMSprop`` and ``Adagrad`` take Keras 3's
+arguments (``learning_rate``, ``beta_1``, ``epsilon``, ``rho``,
+``initial_accumulator_value``, ``weight_decay``, ``clipnorm``,
+``clipvalue``, ``global_clipnorm``) and also the Keras 2 spellings that older
+material uses: ``lr=`` for ``learning_rate``, and ``decay=``, with Keras 2's
+rule ``lr / (1 + decay * iterations)``.  ``learning_rate`` may be a number
+or a schedule (a callable of the 0-based iteration count, such as those in
+:mod:`fastopt.schedules`).
+
+The rules are Keras': Adam's epsilon before bias correction, epsilon inside
+the square root for RMSprop and Adagrad, momentum buffers that carry the
+learning rate, and weight decay always decoupled, ``p -= p * wd * lr``,
+applied after clipping and before the update.  They run on the same kernels
+as the PyTorch classes (``convention="keras"``).
+
+Unlike Keras, these optimizers update arrays they were given once:
+``opt.build(params)`` with a :class:`~fastopt.flat.FlatParameters` or
+``(param, grad)`` pairs, then ``opt.step()`` after each backward pass.
+``apply_gradients(zip(grads, variables))`` works too.  Clipping writes the
+clipped gradient back into the gradient arrays.
+"""
+import math
+
+import numpy as np
+
+import fastopt._kernels as K
+from fastopt.flat import aligned_zeros
+from fastopt.optim._base import Optimizer
+
+_UNBUILT = "the optimizer is not built yet: call build(params) (or apply_gradients) first"
+
+
+def _positive_or_none(value, name):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number or None, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+class KerasOptimizer(Optimizer):
+    """Base of the Keras-compatible classes (see the module docstring)."""
+
+    _family = "keras"
+
+    def __init__(self, learning_rate, hyper, *, weight_decay=None, clipnorm=None,
+                 clipvalue=None, global_clipnorm=None, lr=None, decay=None, name=None):
+        if lr is not None:
+            if learning_rate is not None:
+                raise TypeError("pass learning_rate or its legacy name lr, not both")
+            learning_rate = lr
+        if learning_rate is None:
+            learning_rate = self._default_learning_rate
+        if weight_decay is None:
+            weight_decay = 0.0
+        self.clipnorm = _positive_or_none(clipnorm, "clipnorm")
+        self.clipvalue = _positive_or_none(clipvalue, "clipvalue")
+        self.global_clipnorm = _positive_or_none(global_clipnorm, "global_clipnorm")
+        if sum(c is not None for c in (self.clipnorm, self.clipvalue, self.global_clipnorm)) > 1:
+            raise ValueError("set at most one of clipnorm, clipvalue and global_clipnorm")
+        self.name = name or type(self).__name__.lower()
+        self.defaults = dict(lr=learning_rate, decay=0.0 if decay is None else decay,
+                             weight_decay=weight_decay, **hyper)
+        self.param_groups, self._params, self._spans = [], [], []
+        self._check_group(self.defaults)
+
+    # -- learning rate -------------------------------------------------------
+    @property
+    def iterations(self):
+        """Updates applied so far (Keras' ``optimizer.iterations``)."""
+        return self._spans[0][0].step if self._spans else 0
+
+    @property
+    def learning_rate(self):
+        """The current learning rate, after schedule and legacy decay."""
+        return self._current_lr(self.param_groups[0] if self.param_groups else self.defaults)
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        group = self.param_groups[0] if self.param_groups else self.defaults
+        old = group["lr"]
+        group["lr"] = value
+        try:
+            self._check_group(group)
+        except Exception:
+            group["lr"] = old
+            raise
+
+    def _current_lr(self, group):
+        lr = group["lr"]
+        if callable(lr):
+            lr = lr(self.iterations)
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
+            raise TypeError(f"learning_rate must be a number or a schedule returning one, "
+                            f"got {type(lr).__name__}")
+        decay = group["decay"]
+        if isinstance(decay, bool) or not isinstance(decay, (int, float, np.floating,
+                                                             np.integer)) \
+                or not (math.isfinite(decay) and decay >= 0):
+            raise ValueError(f"decay must be a finite number >= 0, got {decay!r}")
+        return float(lr) / (1.0 + decay * self.iterations) if decay else float(lr)
+
+    def _check_group(self, group):
+        super()._check_group(dict(group, lr=self._current_lr(group)))
+
+    # -- building and stepping ----------------------------------------------
+    def build(self, params):
+        """Attach the parameters this optimizer updates: a FlatParameters or
+        ``(param, grad)`` pairs.  A model's ``compile`` calls this."""
+        if self.param_groups:
+            raise RuntimeError(f"{type(self).__name__} is already built")
+        self.add_param_group({"params": params})
+
+    @property
+    def built(self):
+        return bool(self.param_groups)
+
+    def _clip(self, group):
+        """Apply clipvalue/clipnorm in place; return the global-norm factor."""
+        spans = self._spans[0]
+        if self.clipvalue is not None:
+            for span in spans:
+                np.clip(span.grad, -self.clipvalue, self.clipvalue, out=span.grad)
+        elif self.clipnorm is not None:
+            for span in spans:
+                for i, view in span.views(span.grad).items():
+                    norm = math.sqrt(K.sum_squares(view))
+                    if not math.isfinite(norm):
+                        raise FloatingPointError(
+                            f"the gradient of parameter {i} has a non-finite norm ({norm}); "
+                            f"step skipped, parameters unchanged")
+                    if norm > self.clipnorm:
+                        view *= np.float32(self.clipnorm / norm)
+        elif self.global_clipnorm is not None:
+            norm = math.sqrt(sum(K.sum_squares(span.grad) for span in spans))
+            if not math.isfinite(norm):
+                raise FloatingPointError(f"the global gradient norm is {norm}; step skipped, "
+                                         f"parameters unchanged")
+            return self.global_clipnorm / max(norm, self.global_clipnorm)
+        return 1.0
+
+    def step(self):
+        """Apply one update from the gradients now in the grad arrays."""
+        if not self.param_groups:
+            raise RuntimeError(_UNBUILT)
+        group = self.param_groups[0]
+        resolved = dict(group, lr=self._current_lr(group))
+        Optimizer._check_group(self, resolved)
+        grad_scale = self._clip(group)
+        for span in self._spans[0]:
+            self._ensure_state(span, resolved)
+            self._update(span.param, span.grad, span.state, resolved, span.step + 1, grad_scale)
+            span.step += 1
+
+    def apply_gradients(self, grads_and_vars):
+        """Keras' ``apply_gradients``: one update from ``(grad, variable)``
+        pairs.  The first call builds the optimizer over these variables;
+        later calls must pass the same variables in the same order."""
+        pairs = list(grads_and_vars)
+        if not self.param_groups:
+            staging = [(v, aligned_zeros(np.size(v)).reshape(np.shape(v))) for _, v in pairs]
+            self.build(staging)
+        params = self.param_groups[0]["params"]
+        if len(pairs) != len(params) or any(v is not p for (_, v), (p, _) in zip(pairs, params)):
+            raise ValueError("apply_gradients got different variables than it was built with")
+        for (g, _), (p, staged) in zip(pairs, params):
+            g = np.asarray(g)
+            if g.shape != p.shape:
+                raise ValueError(f"a gradient has shape {g.shape}, its variable {p.shape}")
+            staged[...] = g
+        self.step()
+
+    def get_config(self):
+        group = self.param_groups[0] if self.param_groups else self.defaults
+        config = {k: v for k, v in group.items() if k != "params"}
+        config.update(name=self.name, clipnorm=self.clipnorm, clipvalue=self.clipvalue,
+                      global_clipnorm=self.global_clipnorm)
+        return config
+
+
+class SGD(KerasOptimizer):
+    """``keras.optimizers.SGD``: velocity ``m = momentum * m - lr * g``;
+    ``p += m``, or ``p += momentum * m - lr * g`` with Nesterov."""
+
+    _default_learning_rate = 0.01
+
+    def __init__(self, learning_rate=None, momentum=0.0, nesterov=False, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name=None, *, lr=None,
+                 decay=None):
+        super().__init__(learning_rate, dict(momentum=momentum, nesterov=nesterov),
+                         weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
+                         global_clipnorm=global_clipnorm, lr=lr, decay=decay, name=name)
+
+    def _state_names(self, group):
+        return ["momentum"] if group["momentum"] != 0 else []
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        K.sgd_(param, grad, state.get("momentum"), lr=group["lr"], momentum=group["momentum"],
+               nesterov=group["nesterov"], weight_decay=group["weight_decay"],
+               decoupled_weight_decay=True, grad_scale=grad_scale, convention="keras")
+
+
+class Adam(KerasOptimizer):
+    """``keras.optimizers.Adam``: ``alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t)``;
+    ``p -= alpha * m / (sqrt(v) + epsilon)`` (epsilon before bias correction);
+    AMSGrad over the raw ``v``."""
+
+    _default_learning_rate = 0.001
+    _default_weight_decay = None
+
+    def __init__(self, learning_rate=None, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False, weight_decay=None, clipnorm=None, clipvalue=None,
+                 global_clipnorm=None, name=None, *, lr=None, decay=None):
+        if weight_decay is None:
+            weight_decay = self._default_weight_decay
+        super().__init__(learning_rate, dict(beta_1=beta_1, beta_2=beta_2,
+                                             epsilon=1e-7 if epsilon is None else epsilon,
+                                             amsgrad=amsgrad),
+                         weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
+                         global_clipnorm=global_clipnorm, lr=lr, decay=decay, name=name)
+
+    def _state_names(self, group):
+        return ["momentum", "velocity"] + (["velocity_hat"] if group["amsgrad"] else [])
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        K.adam_(param, grad, state["momentum"], state["velocity"], step=step, lr=group["lr"],
+                beta1=group["beta_1"], beta2=group["beta_2"], eps=group["epsilon"],
+                weight_decay=group["weight_decay"], decoupled_weight_decay=True,
+                amsgrad=group["amsgrad"], max_exp_avg_sq=state.get("velocity_hat"),
+                grad_scale=grad_scale, convention="keras")
+
+
+class AdamW(Adam):
+    """``keras.optimizers.AdamW``: Adam with ``weight_decay=0.004``."""
+
+    _default_weight_decay = 0.004
+
+
+class RMSprop(KerasOptimizer):
+    """``keras.optimizers.RMSprop``: ``v = rho v + (1 - rho) g^2``;
+    ``inc = lr g / sqrt(v [- a^2] + epsilon)``; momentum ``m = momentum m + inc``."""
+
+    _default_learning_rate = 0.001
+
+    def __init__(self, learning_rate=None, rho=0.9, momentum=0.0, epsilon=1e-7,
+                 centered=False, weight_decay=None, clipnorm=None, clipvalue=None,
+                 global_clipnorm=None, name=None, *, lr=None, decay=None):
+        super().__init__(learning_rate, dict(rho=rho, momentum=momentum,
+                                             epsilon=1e-7 if epsilon is None else epsilon,
+                                             centered=centered),
+                         weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
+                         global_clipnorm=global_clipnorm, lr=lr, decay=decay, name=name)
+
+    def _state_names(self, group):
+        names = ["velocity"]
+        if group["momentum"] != 0:
+            names.append("momentum")
+        if group["centered"]:
+            names.append("average_gradient")
+        return names
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        K.rmsprop_(param, grad, state["velocity"], lr=group["lr"], alpha=group["rho"],
+                   eps=group["epsilon"], weight_decay=group["weight_decay"],
+                   momentum=group["momentum"], momentum_buf=state.get("momentum"),
+                   centered=group["centered"], grad_avg=state.get("average_gradient"),
+                   decoupled_weight_decay=True, grad_scale=grad_scale, convention="keras")
+
+
+class Adagrad(KerasOptimizer):
+    """``keras.optimizers.Adagrad``: ``a += g^2``; ``p -= lr g / sqrt(a + epsilon)``,
+    the accumulator starting at ``initial_accumulator_value``."""
+
+    _default_learning_rate = 0.001
+
+    def __init__(self, learning_rate=None, initial_accumulator_value=0.1, epsilon=1e-7,
+                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                 name=None, *, lr=None, decay=None):
+        super().__init__(learning_rate, dict(initial_accumulator_value=initial_accumulator_value,
+                                             epsilon=1e-7 if epsilon is None else epsilon),
+                         weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
+                         global_clipnorm=global_clipnorm, lr=lr, decay=decay, name=name)
+
+    _accumulator = "accumulator"
+
+    def _state_names(self, group):
+        return ["accumulator"]
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        K.adagrad_(param, grad, state["accumulator"], step=step, lr=group["lr"],
+                   eps=group["epsilon"], weight_decay=group["weight_decay"],
+                   decoupled_weight_decay=True, grad_scale=grad_scale, convention="keras")
+
+
+_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}
+
+
+def get(identifier, **kwargs):
+    """A Keras-compatible optimizer from its name ('sgd', 'adam', 'adamw',
+    'rmsprop', 'adagrad', any case) with Keras' defaults, or an optimizer
+    instance returned as is."""
+    if isinstance(identifier, Optimizer):
+        if kwargs:
+            raise TypeError("keyword arguments are only used with an optimizer name")
+        return identifier
+    if not isinstance(identifier, str):
+        raise TypeError(f"optimizer must be a name or an optimizer instance, "
+                        f"got {type(identifier).__name__}")
+    try:
+        cls = _BY_NAME[identifier.lower()]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {identifier!r}; expected one of "
+                         f"{sorted(_BY_NAME)}") from None
+    return cls(**kwargs)
