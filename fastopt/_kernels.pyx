@@ -14,7 +14,7 @@ it, in the same pass, before the rule is applied -- how gradient clipping by
 norm and loss scaling cost no extra sweep over memory.
 """
 
-from libc.math cimport isfinite, pow, sqrt
+from libc.math cimport isfinite, pow, sqrt, tanhf
 from libc.stdint cimport uintptr_t
 
 cimport numpy as cnp
@@ -577,6 +577,10 @@ def sum_squares(x):
         with nogil:
             fo_active.sumsq(&args, 0, n)
     return args.result
+
+
+include "_losses.pxi"
+include "_layers.pxi"
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,300 @@
+"""Fused loss + gradient kernels against torch, Keras, float64 NumPy and
+finite differences."""
+import os
+
+import numpy as np
+import pytest
+
+import fastopt
+
+RNG = np.random.default_rng(0)
+
+
+def _logits(n=16, c=10, scale=3.0):
+    return (RNG.standard_normal((n, c)) * scale).astype(np.float32)
+
+
+def _fd_grad(f, x, h=1e-3):
+    """Central differences of a float64 function at float64 x."""
+    x = x.astype(np.float64)
+    g = np.empty_like(x)
+    flat, gflat = x.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + h
+        up = f(x)
+        flat[i] = old - h
+        down = f(x)
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * h)
+    return g
+
+
+def _ce64(z, labels, smoothing=0.0, ignore=-100):
+    z = z.astype(np.float64)
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    C = z.shape[1]
+    if labels.ndim == 1:
+        keep = labels != ignore
+        t = np.zeros_like(z)
+        t[np.arange(len(z))[keep], labels[keep]] = 1
+    else:
+        keep = np.ones(len(z), bool)
+        t = labels.astype(np.float64)
+    t = (1 - smoothing) * t + smoothing / C
+    per = (t * (lse[:, None] - z)).sum(1)
+    return per[keep].sum() / keep.sum()
+
+
+# -- softmax cross-entropy -------------------------------------------------------
+
+torch = None
+
+
+def _torch():
+    global torch
+    torch = pytest.importorskip("torch")
+    return torch
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("targets", ["sparse", "sparse-ignore", "probabilities"])
+def test_softmax_cross_entropy_matches_torch(reduction, smoothing, targets):
+    _torch()
+    z = _logits()
+    if targets == "probabilities":
+        labels = RNG.dirichlet(np.ones(10), 16).astype(np.float32)
+        tl = torch.from_numpy(labels)
+    else:
+        labels = RNG.integers(0, 10, 16)
+        if targets == "sparse-ignore":
+            labels[[1, 5]] = -100
+        tl = torch.from_numpy(labels)
+    grad = np.empty_like(z)
+    ours = fastopt.softmax_cross_entropy(z, labels, grad, reduction=reduction,
+                                         label_smoothing=smoothing)
+    tz = torch.tensor(z, requires_grad=True)
+    theirs = torch.nn.functional.cross_entropy(tz, tl, reduction=reduction,
+                                               label_smoothing=smoothing)
+    theirs.sum().backward()
+    np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(grad, tz.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_softmax_cross_entropy_finite_differences():
+    z = _logits(5, 4)
+    labels = np.array([0, 3, 1, 2, 2])
+    grad = np.empty_like(z)
+    fastopt.softmax_cross_entropy(z, labels, grad, label_smoothing=0.2)
+    fd = _fd_grad(lambda v: _ce64(v, labels, 0.2), z, h=1e-5)
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-7)
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    z = np.array([[1e4, 0.0, -1e4], [-3e38, 3e38, 0.0]], np.float32)
+    grad = np.empty_like(z)
+    loss = fastopt.softmax_cross_entropy(z, np.array([0, 1]), grad)
+    assert loss == 0.0 and np.isfinite(grad).all()
+    loss = fastopt.softmax_cross_entropy(z, np.array([1, 0]), grad)
+    assert np.isfinite(loss) and loss > 1e4
+
+
+def test_softmax_cross_entropy_all_ignored_is_nan():
+    z = _logits(3, 4)
+    grad = np.ones_like(z)
+    loss = fastopt.softmax_cross_entropy(z, np.full(3, -100), grad)
+    assert np.isnan(loss) and not grad.any()
+
+
+def test_softmax_cross_entropy_accumulates_in_double():
+    # summed in float32, 4096 equal terms drift by ~1e-4 relative; in double, ~1e-13
+    z = np.zeros((1, 2), np.float32)
+    one = fastopt.softmax_cross_entropy(z, np.array([0]), reduction="sum")
+    assert one == pytest.approx(np.log(2), rel=1e-7)
+    many = fastopt.softmax_cross_entropy(np.zeros((4096, 2), np.float32), np.zeros(4096, int),
+                                         reduction="sum")
+    assert many == pytest.approx(4096 * np.log(2), rel=1e-12)
+
+
+@pytest.mark.parametrize("labels,exc,match", [
+    (np.array([0, 10, 1, 2]), ValueError, r"labels\[1\] = 10 is out of range for 10 classes"),
+    (np.array([0, -1, 1, 2]), ValueError, r"labels\[1\] = -1 is out of range"),
+    (np.array([0, 1, 2]), ValueError, r"integer labels must have shape \(4,\)"),
+    (np.full((4, 10), np.nan, np.float32), ValueError, "hold nan or inf"),
+    (np.ones((4, 9), np.float32), ValueError, r"must have shape \(4, 10\)"),
+    (np.array(["a"] * 4), TypeError, "integer class indices or float targets"),
+    ([0, 1, 2, 3], TypeError, "labels must be a numpy.ndarray"),
+])
+def test_softmax_cross_entropy_bad_labels(labels, exc, match):
+    grad = np.zeros((4, 10), np.float32)
+    with pytest.raises(exc, match=match):
+        fastopt.softmax_cross_entropy(_logits(4), labels, grad)
+    assert not grad.any()
+
+
+def test_loss_argument_errors():
+    z = _logits(4)
+    y = np.zeros(4, int)
+    with pytest.raises(ValueError, match="reduction must be 'mean', 'sum' or 'none'"):
+        fastopt.softmax_cross_entropy(z, y, reduction="avg")
+    with pytest.raises(ValueError, match=r"grad has shape \(4, 9\), expected \(4, 10\)"):
+        fastopt.softmax_cross_entropy(z, y, np.zeros((4, 9), np.float32))
+    with pytest.raises(ValueError, match="logits and grad share memory"):
+        fastopt.softmax_cross_entropy(z, y, z)
+    with pytest.raises(ValueError, match="logits must be 2-D"):
+        fastopt.softmax_cross_entropy(z[0], y)
+    with pytest.raises(TypeError, match="logits must have dtype float32"):
+        fastopt.softmax_cross_entropy(z.astype(np.float64), y)
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\]"):
+        fastopt.softmax_cross_entropy(z, y, label_smoothing=1.5)
+
+
+# -- binary cross-entropy ----------------------------------------------------------
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_bce_from_logits_matches_torch(reduction):
+    _torch()
+    z = _logits(8, 3, scale=10.0)
+    y = RNG.random((8, 3)).astype(np.float32)
+    grad = np.empty_like(z)
+    ours = fastopt.binary_cross_entropy(z, y, grad, reduction=reduction)
+    tz = torch.tensor(z, requires_grad=True)
+    theirs = torch.nn.functional.binary_cross_entropy_with_logits(tz, torch.from_numpy(y),
+                                                                  reduction=reduction)
+    theirs.sum().backward()
+    np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(grad, tz.grad.numpy(), rtol=1e-5, atol=1e-8)
+
+
+def test_bce_from_logits_extreme_values_are_finite():
+    z = np.array([-1e4, -50.0, 0.0, 50.0, 1e4], np.float32)
+    y = np.array([1, 0, 1, 1, 0], np.float32)
+    grad = np.empty_like(z)
+    loss = fastopt.binary_cross_entropy(z, y, grad, reduction="none")
+    np.testing.assert_allclose(loss, [1e4, 0, np.log(2), 0, 1e4], rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(grad, [-1, 0, -0.5, 0, 1], atol=1e-12)
+
+
+def test_bce_from_probabilities_matches_keras():
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    _torch()
+    # inside, at and beyond the clip range [1e-7, 1 - 1e-7]
+    p = np.array([[0.3, 0.99, 1e-9], [0.5, 1.0, 0.0], [1e-7, 0.2, 0.9999999]], np.float32)
+    y = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0]], np.float32)
+    grad = np.empty_like(p)
+    ours = fastopt.binary_cross_entropy(p, y, grad, from_logits=False)
+    tp = torch.tensor(p, requires_grad=True)
+    theirs = keras.losses.binary_crossentropy(torch.from_numpy(y), tp).mean()
+    theirs.backward()
+    assert ours == pytest.approx(float(theirs.detach()), rel=1e-5)
+    np.testing.assert_allclose(grad, tp.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_bce_finite_differences():
+    z = _logits(3, 2)
+    y = RNG.random((3, 2)).astype(np.float32)
+    grad = np.empty_like(z)
+    fastopt.binary_cross_entropy(z, y, grad)
+
+    def f(v):
+        return np.mean(np.maximum(v, 0) - v * y + np.log1p(np.exp(-np.abs(v))))
+
+    np.testing.assert_allclose(grad, _fd_grad(f, z, 1e-5), rtol=1e-5, atol=1e-8)
+
+
+def test_bce_rejects_bad_input():
+    z = _logits(2, 2)
+    with pytest.raises(ValueError, match="targets hold nan or inf"):
+        fastopt.binary_cross_entropy(z, np.full((2, 2), np.nan, np.float32))
+    with pytest.raises(ValueError, match="outputs hold nan"):
+        fastopt.binary_cross_entropy(np.full((2, 2), np.nan, np.float32),
+                                     np.zeros((2, 2), np.float32), from_logits=False)
+    with pytest.raises(ValueError, match="targets has shape"):
+        fastopt.binary_cross_entropy(z, np.zeros((2, 3), np.float32))
+
+
+# -- mean squared error ---------------------------------------------------------------
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_mse_matches_torch(reduction):
+    _torch()
+    x = _logits(6, 3)
+    y = _logits(6, 3)
+    grad = np.empty_like(x)
+    ours = fastopt.mean_squared_error(x, y, grad, reduction=reduction)
+    tx = torch.tensor(x, requires_grad=True)
+    theirs = torch.nn.functional.mse_loss(tx, torch.from_numpy(y), reduction=reduction)
+    theirs.sum().backward()
+    np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(grad, tx.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_mse_matches_keras():
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    x, y = _logits(5, 4), _logits(5, 4)
+    theirs = keras.ops.convert_to_numpy(keras.losses.mean_squared_error(y, x)).mean()
+    assert fastopt.mean_squared_error(x, y) == pytest.approx(float(theirs), rel=1e-6)
+
+
+def test_mse_rejects_bad_input():
+    with pytest.raises(ValueError, match="target holds nan or inf"):
+        fastopt.mean_squared_error(np.zeros(3, np.float32), np.array([0, np.inf, 0], np.float32))
+    with pytest.raises(ValueError, match="target has shape"):
+        fastopt.mean_squared_error(np.zeros(3, np.float32), np.zeros(4, np.float32))
+
+
+# -- layer kernels ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("activation", ["linear", "relu", "sigmoid", "tanh", "softmax"])
+def test_bias_activation_and_backward(activation):
+    z = _logits(7, 5)
+    b = RNG.standard_normal(5).astype(np.float32)
+    pre = z.astype(np.float64) + b
+    want = {"linear": pre, "relu": np.maximum(pre, 0), "sigmoid": 1 / (1 + np.exp(-pre)),
+            "tanh": np.tanh(pre),
+            "softmax": np.exp(pre - pre.max(1, keepdims=True))
+            / np.exp(pre - pre.max(1, keepdims=True)).sum(1, keepdims=True)}[activation]
+    out = z.copy()
+    fastopt._kernels.bias_activation_(out, b, activation)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-7)
+
+    upstream = _logits(7, 5)
+    g = upstream.copy()
+    fastopt._kernels.activation_backward_(g, out, activation)
+    a, u = out.astype(np.float64), upstream.astype(np.float64)
+    expected = {"linear": u, "relu": u * (a > 0), "sigmoid": u * a * (1 - a),
+                "tanh": u * (1 - a * a),
+                "softmax": a * (u - (u * a).sum(1, keepdims=True))}[activation]
+    np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bias_grad_is_column_sums():
+    g = _logits(33, 6)
+    out = np.empty(6, np.float32)
+    fastopt._kernels.bias_grad(g, out)
+    np.testing.assert_allclose(out, g.astype(np.float64).sum(0), rtol=1e-6)
+
+
+def test_count_correct():
+    K = fastopt._kernels
+    z = np.array([[0.1, 0.9, 0.0], [2.0, 1.0, 2.0]], np.float32)
+    assert K.count_correct(z, np.array([1, 0], np.int64), "sparse") == 2  # tie: first max
+    assert K.count_correct(z, np.array([[0, 1, 0], [0, 0, 1]], np.float32), "categorical") == 1
+    p = np.array([0.2, 0.6, 0.5], np.float32)
+    assert K.count_correct(p, np.array([0, 1, 1], np.float32), "binary") == 2
+    with pytest.raises(ValueError, match="kind must be"):
+        K.count_correct(z, z, "top5")
+
+
+def test_layer_kernel_errors():
+    K = fastopt._kernels
+    z = _logits(3, 4)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        K.bias_activation_(z, np.zeros(4, np.float32), "gelu")
+    with pytest.raises(ValueError, match="bias has 3 elements, z has 4 columns"):
+        K.bias_activation_(z, np.zeros(3, np.float32), "relu")
+    with pytest.raises(ValueError, match="out has shape"):
+        K.activation_backward_(z, z[:2].copy(), "relu")
