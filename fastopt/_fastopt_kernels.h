@@ -19,8 +19,8 @@
  * -ffp-contract=off (no FMA contraction in one variant and not another) and
  * sqrt and division are correctly rounded in every instruction set.
  *
- * Every body also ORs together "this gradient element is not finite" in the
- * same pass when asked (check != 0), at no extra memory traffic.
+ * A gradient can be scanned for nan/inf first (fo_nonfinite_dispatch), so
+ * that a bad step is skipped whole instead of half-applied.
  *
  * fo_run() runs a body over n elements: single-threaded below
  * FO_PARALLEL_MIN elements, otherwise in one static OpenMP region whose
@@ -74,7 +74,7 @@ typedef int (*fo_kernel_fn)(const void *args, ptrdiff_t lo, ptrdiff_t hi);
 typedef struct {
     float *p; const float *g; float *buf;
     float p_scale, gscale, wd, mu, c, nd, s;
-    int has_wd, first, nesterov, check;
+    int has_wd, first, nesterov;
 } fo_sgd_args;
 
 FO_INLINE int fo_sgd_body(const fo_sgd_args *a, ptrdiff_t lo, ptrdiff_t hi,
@@ -84,12 +84,9 @@ FO_INLINE int fo_sgd_body(const fo_sgd_args *a, ptrdiff_t lo, ptrdiff_t hi,
     float *restrict B = a->buf;
     const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd, mu = a->mu,
                 c = a->c, nd = a->nd, s = a->s;
-    const int has_wd = a->has_wd, first = a->first, nesterov = a->nesterov,
-              check = a->check;
-    int bad = 0;
+    const int has_wd = a->has_wd, first = a->first, nesterov = a->nesterov;
     for (ptrdiff_t i = lo; i < hi; i++) {
         const float g = G[i];
-        bad |= check & FO_NOT_FINITE(g);
         const float p = P[i] * p_scale;
         float d = gscale * g;
         d = has_wd ? d + wd * p : d;
@@ -102,7 +99,7 @@ FO_INLINE int fo_sgd_body(const fo_sgd_args *a, ptrdiff_t lo, ptrdiff_t hi,
             P[i] = p + s * d;
         }
     }
-    return bad;
+    return 0;
 }
 
 FO_INLINE int fo_sgd_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
@@ -124,7 +121,7 @@ FO_INLINE int fo_sgd_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 typedef struct {
     float *p; const float *g; float *sum;
     float p_scale, gscale, wd, eps, neg_clr;
-    int has_wd, eps_inside, check;
+    int has_wd, eps_inside;
 } fo_adagrad_args;
 
 FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
@@ -134,11 +131,9 @@ FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
     float *restrict S = a->sum;
     const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
                 eps = a->eps, neg_clr = a->neg_clr;
-    const int has_wd = a->has_wd, eps_inside = a->eps_inside, check = a->check;
-    int bad = 0;
+    const int has_wd = a->has_wd, eps_inside = a->eps_inside;
     for (ptrdiff_t i = lo; i < hi; i++) {
         const float g = G[i];
-        bad |= check & FO_NOT_FINITE(g);
         const float p = P[i] * p_scale;
         float d = gscale * g;
         d = has_wd ? d + wd * p : d;
@@ -147,7 +142,7 @@ FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
         const float den = eps_inside ? sqrtf(s + eps) : sqrtf(s) + eps;
         P[i] = p + neg_clr * (d / den);
     }
-    return bad;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -166,7 +161,7 @@ FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 typedef struct {
     float *p; const float *g; float *sq; float *buf; float *gavg;
     float p_scale, gscale, wd, alpha, one_m_alpha, eps, mu, c, s;
-    int has_wd, eps_inside, check;
+    int has_wd, eps_inside;
 } fo_rmsprop_args;
 
 FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, ptrdiff_t lo,
@@ -180,11 +175,9 @@ FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, ptrdiff_t lo,
     const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
                 alpha = a->alpha, one_m_alpha = a->one_m_alpha, eps = a->eps,
                 mu = a->mu, c = a->c, s = a->s;
-    const int has_wd = a->has_wd, eps_inside = a->eps_inside, check = a->check;
-    int bad = 0;
+    const int has_wd = a->has_wd, eps_inside = a->eps_inside;
     for (ptrdiff_t i = lo; i < hi; i++) {
         const float g = G[i];
-        bad |= check & FO_NOT_FINITE(g);
         const float p = P[i] * p_scale;
         float d = gscale * g;
         d = has_wd ? d + wd * p : d;
@@ -206,7 +199,7 @@ FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, ptrdiff_t lo,
             P[i] = p + s * step;
         }
     }
-    return bad;
+    return 0;
 }
 
 FO_INLINE int fo_rmsprop_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
@@ -235,7 +228,7 @@ typedef struct {
     float *p; const float *g; float *m; float *v; float *vmax;
     float p_scale, gscale, wd, one_m_beta1, beta2, one_m_beta2, dscale, eps,
           neg_step;
-    int has_wd, check;
+    int has_wd;
 } fo_adam_args;
 
 FO_INLINE int fo_adam_body(const fo_adam_args *a, ptrdiff_t lo, ptrdiff_t hi,
@@ -249,11 +242,9 @@ FO_INLINE int fo_adam_body(const fo_adam_args *a, ptrdiff_t lo, ptrdiff_t hi,
                 one_m_beta1 = a->one_m_beta1, beta2 = a->beta2,
                 one_m_beta2 = a->one_m_beta2, dscale = a->dscale, eps = a->eps,
                 neg_step = a->neg_step;
-    const int has_wd = a->has_wd, check = a->check;
-    int bad = 0;
+    const int has_wd = a->has_wd;
     for (ptrdiff_t i = lo; i < hi; i++) {
         const float g = G[i];
-        bad |= check & FO_NOT_FINITE(g);
         const float p = P[i] * p_scale;
         float d = gscale * g;
         d = has_wd ? d + wd * p : d;
@@ -269,7 +260,7 @@ FO_INLINE int fo_adam_body(const fo_adam_args *a, ptrdiff_t lo, ptrdiff_t hi,
         }
         P[i] = p + neg_step * (m / (sqrtf(w) * dscale + eps));
     }
-    return bad;
+    return 0;
 }
 
 FO_INLINE int fo_adam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
@@ -298,6 +289,18 @@ FO_INLINE int fo_sumsq_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Is any element nan or +-inf?  A read-only pass (4 bytes an element): run
+ * before an update that must be skipped, not half-applied, on a bad gradient. */
+typedef struct { const float *x; } fo_nonfinite_args;
+
+FO_INLINE int fo_nonfinite_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
+    const float *restrict X = ((const fo_nonfinite_args *)v)->x;
+    int bad = 0;
+    for (ptrdiff_t i = lo; i < hi; i++) bad |= FO_NOT_FINITE(X[i]);
+    return bad;
+}
+
+/* ------------------------------------------------------------------------ */
 /* One function per (rule, instruction set).                                 */
 
 #if FO_X86
@@ -323,20 +326,21 @@ FO_VARIANTS(adagrad)
 FO_VARIANTS(rmsprop)
 FO_VARIANTS(adam)
 FO_VARIANTS(sumsq)
+FO_VARIANTS(nonfinite)
 
 typedef struct {
     const char *name;
-    fo_kernel_fn sgd, adagrad, rmsprop, adam, sumsq;
+    fo_kernel_fn sgd, adagrad, rmsprop, adam, sumsq, nonfinite;
 } fo_table;
 
 static const fo_table fo_tables[] = {
     {"baseline", fo_sgd_baseline, fo_adagrad_baseline, fo_rmsprop_baseline,
-     fo_adam_baseline, fo_sumsq_baseline},
+     fo_adam_baseline, fo_sumsq_baseline, fo_nonfinite_baseline},
 #if FO_X86
     {"avx2", fo_sgd_avx2, fo_adagrad_avx2, fo_rmsprop_avx2, fo_adam_avx2,
-     fo_sumsq_avx2},
+     fo_sumsq_avx2, fo_nonfinite_avx2},
     {"avx512f", fo_sgd_avx512, fo_adagrad_avx512, fo_rmsprop_avx512,
-     fo_adam_avx512, fo_sumsq_avx512},
+     fo_adam_avx512, fo_sumsq_avx512, fo_nonfinite_avx512},
 #endif
 };
 #define FO_N_TABLES ((int)(sizeof(fo_tables) / sizeof(fo_tables[0])))

@@ -23,8 +23,9 @@ def sgd_(
     step: int = 1,
     decoupled_weight_decay: _Bool = False,
     grad_scale: _Real = 1.0,
+    skip_nonfinite: _Bool = False,
     convention: _Convention = "torch",
-) -> None: ...
+) -> bool | None: ...
 def adagrad_(
     param: _F32,
     grad: _F32,
@@ -38,8 +39,9 @@ def adagrad_(
     maximize: _Bool = False,
     decoupled_weight_decay: _Bool = False,
     grad_scale: _Real = 1.0,
+    skip_nonfinite: _Bool = False,
     convention: _Convention = "torch",
-) -> None: ...
+) -> bool | None: ...
 def rmsprop_(
     param: _F32,
     grad: _F32,
@@ -56,8 +58,9 @@ def rmsprop_(
     maximize: _Bool = False,
     decoupled_weight_decay: _Bool = False,
     grad_scale: _Real = 1.0,
+    skip_nonfinite: _Bool = False,
     convention: _Convention = "torch",
-) -> None: ...
+) -> bool | None: ...
 def adam_(
     param: _F32,
     grad: _F32,
@@ -75,8 +78,9 @@ def adam_(
     max_exp_avg_sq: _F32 | None = None,
     maximize: _Bool = False,
     grad_scale: _Real = 1.0,
+    skip_nonfinite: _Bool = False,
     convention: _Convention = "torch",
-) -> None: ...
+) -> bool | None: ...
 def adamw_(
     param: _F32,
     grad: _F32,
@@ -93,9 +97,11 @@ def adamw_(
     max_exp_avg_sq: _F32 | None = None,
     maximize: _Bool = False,
     grad_scale: _Real = 1.0,
+    skip_nonfinite: _Bool = False,
     convention: _Convention = "torch",
-) -> None: ...
+) -> bool | None: ...
 def sum_squares(x: _F32) -> float: ...
+def all_finite(x: _F32) -> bool: ...
 def simd_levels() -> list[str]: ...
 def set_simd_level(name: str) -> None: ...
 def build_info() -> dict[str, Any]: ...

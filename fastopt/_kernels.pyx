@@ -11,7 +11,12 @@ the GIL.
 
 Every kernel takes ``grad_scale`` (default 1): the gradient is multiplied by
 it, in the same pass, before the rule is applied -- how gradient clipping by
-norm and loss scaling cost no extra sweep over memory.
+norm and loss scaling cost no extra sweep over memory.  With
+``skip_nonfinite=True`` the gradient is first scanned (a read of ``grad``
+only): if it holds nan or inf nothing is written and the kernel returns
+True; otherwise it updates and returns False.  Without it a nan in ``grad``
+spreads into the updated elements, as in PyTorch, and the kernel returns
+None.
 """
 
 from libc.math cimport isfinite, pow, sqrt, tanhf
@@ -30,14 +35,14 @@ cdef extern from "_fastopt_kernels.h" nogil:
         const float *g
         float *buf
         float p_scale, gscale, wd, mu, c, nd, s
-        int has_wd, first, nesterov, check
+        int has_wd, first, nesterov
 
     ctypedef struct fo_adagrad_args:
         float *p
         const float *g
         float *sum
         float p_scale, gscale, wd, eps, neg_clr
-        int has_wd, eps_inside, check
+        int has_wd, eps_inside
 
     ctypedef struct fo_rmsprop_args:
         float *p
@@ -46,7 +51,7 @@ cdef extern from "_fastopt_kernels.h" nogil:
         float *buf
         float *gavg
         float p_scale, gscale, wd, alpha, one_m_alpha, eps, mu, c, s
-        int has_wd, eps_inside, check
+        int has_wd, eps_inside
 
     ctypedef struct fo_adam_args:
         float *p
@@ -55,11 +60,14 @@ cdef extern from "_fastopt_kernels.h" nogil:
         float *v
         float *vmax
         float p_scale, gscale, wd, one_m_beta1, beta2, one_m_beta2, dscale, eps, neg_step
-        int has_wd, check
+        int has_wd
 
     ctypedef struct fo_table:
         const char *name
-        fo_kernel_fn sgd, adagrad, rmsprop, adam, sumsq
+        fo_kernel_fn sgd, adagrad, rmsprop, adam, sumsq, nonfinite
+
+    ctypedef struct fo_nonfinite_args:
+        const float *x
 
     ctypedef struct fo_sumsq_args:
         const float *x
@@ -238,13 +246,20 @@ cdef inline float _p_scale(bint decoupled, double lr, double weight_decay):
     return <float>(1.0 - lr * weight_decay) if decoupled else 1.0
 
 
-cdef inline int _run(fo_kernel_fn fn, const void *args, Py_ssize_t n) noexcept:
-    cdef int bad
-    if n == 0:
-        return 0
+cdef object _run(fo_kernel_fn fn, const void *args, const float *grad, Py_ssize_t n,
+                 bint skip_nonfinite):
+    """Run an update; with ``skip_nonfinite`` scan the gradient first and
+    write nothing if it holds nan or inf.  Returns None, or whether the step
+    was skipped."""
+    cdef int bad = 0
+    cdef fo_nonfinite_args scan
+    scan.x = grad
     with nogil:
-        bad = fo_run(fn, args, n)
-    return bad
+        if skip_nonfinite and n:
+            bad = fo_run(fo_active.nonfinite, &scan, n)
+        if not bad and n:
+            fo_run(fn, args, n)
+    return bool(bad) if skip_nonfinite else None
 
 
 # --------------------------------------------------------------------------
@@ -253,7 +268,8 @@ cdef inline int _run(fo_kernel_fn fn, const void *args, Py_ssize_t n) noexcept:
 
 def sgd_(param, grad, momentum_buf=None, *, lr, momentum=0.0, dampening=0.0,
          nesterov=False, weight_decay=0.0, maximize=False, step=1,
-         decoupled_weight_decay=False, grad_scale=1.0, convention="torch"):
+         decoupled_weight_decay=False, grad_scale=1.0, skip_nonfinite=False,
+         convention="torch"):
     """SGD step, in place: ``param`` (and ``momentum_buf``) are updated.
 
     All arrays are float32, C-contiguous, with the same number of elements.
@@ -290,6 +306,7 @@ def sgd_(param, grad, momentum_buf=None, *, lr, momentum=0.0, dampening=0.0,
     cdef bint nest = _flag(nesterov, "nesterov")
     cdef bint maxi = _flag(maximize, "maximize")
     cdef double gs = _finite(grad_scale, "grad_scale")
+    cdef bint skip = _flag(skip_nonfinite, "skip_nonfinite")
     cdef bint decoupled = _flag(decoupled_weight_decay, "decoupled_weight_decay")
     cdef long long t = _step(step, "step")
     if nest and (mu <= 0.0 or damp != 0.0):
@@ -328,13 +345,12 @@ def sgd_(param, grad, momentum_buf=None, *, lr, momentum=0.0, dampening=0.0,
         a.c = 1.0 - damp
         a.nd = 1.0
         a.s = -lr_
-    a.check = 0
-    _run(fo_active.sgd, &a, n)
+    return _run(fo_active.sgd, &a, a.g, n, skip)
 
 
 def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
              eps=1e-10, maximize=False, decoupled_weight_decay=False, grad_scale=1.0,
-             convention="torch"):
+             skip_nonfinite=False, convention="torch"):
     """Adagrad step, in place: ``param`` and ``state_sum`` are updated.
 
     PyTorch rule (``convention='torch'``, ``torch.optim.Adagrad``)::
@@ -360,6 +376,7 @@ def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_deca
     cdef double eps_ = _nonneg(eps, "eps")
     cdef bint maxi = _flag(maximize, "maximize")
     cdef double gs = _finite(grad_scale, "grad_scale")
+    cdef bint skip = _flag(skip_nonfinite, "skip_nonfinite")
     cdef bint decoupled = _flag(decoupled_weight_decay, "decoupled_weight_decay")
     cdef cnp.ndarray p = _array(param, "param", True)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
@@ -380,14 +397,13 @@ def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_deca
     a.eps = eps_
     a.eps_inside = keras
     a.neg_clr = -(lr_ / (1.0 + <double>(t - 1) * decay))
-    a.check = 0
-    _run(fo_active.adagrad, &a, n)
+    return _run(fo_active.adagrad, &a, a.g, n, skip)
 
 
 def rmsprop_(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
              momentum=0.0, momentum_buf=None, centered=False, grad_avg=None,
              maximize=False, decoupled_weight_decay=False, grad_scale=1.0,
-             convention="torch"):
+             skip_nonfinite=False, convention="torch"):
     """RMSprop step, in place: ``param`` and the state buffers are updated.
 
     PyTorch rule (``convention='torch'``, ``torch.optim.RMSprop``)::
@@ -425,6 +441,7 @@ def rmsprop_(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_d
     cdef bint cent = _flag(centered, "centered")
     cdef bint maxi = _flag(maximize, "maximize")
     cdef double gs = _finite(grad_scale, "grad_scale")
+    cdef bint skip = _flag(skip_nonfinite, "skip_nonfinite")
     cdef bint decoupled = _flag(decoupled_weight_decay, "decoupled_weight_decay")
     cdef cnp.ndarray p = _array(param, "param", True)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
@@ -467,12 +484,12 @@ def rmsprop_(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_d
     else:
         a.c = 1.0
         a.s = -lr_
-    a.check = 0
-    _run(fo_active.rmsprop, &a, n)
+    return _run(fo_active.rmsprop, &a, a.g, n, skip)
 
 
 cdef _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-           decoupled_weight_decay, amsgrad, max_exp_avg_sq, maximize, grad_scale, convention):
+           decoupled_weight_decay, amsgrad, max_exp_avg_sq, maximize, grad_scale,
+           skip_nonfinite, convention):
     cdef bint keras = _keras(convention)
     cdef long long t = _step(step, "step")
     cdef double lr_ = _nonneg(lr, "lr")
@@ -484,6 +501,7 @@ cdef _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight
     cdef bint ams = _flag(amsgrad, "amsgrad")
     cdef bint maxi = _flag(maximize, "maximize")
     cdef double gs = _finite(grad_scale, "grad_scale")
+    cdef bint skip = _flag(skip_nonfinite, "skip_nonfinite")
     cdef cnp.ndarray p = _array(param, "param", True)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
     cdef cnp.ndarray g = _array(grad, "grad", False)
@@ -522,13 +540,13 @@ cdef _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight
     else:
         a.neg_step = -(lr_ / bc1)
         a.dscale = 1.0 / sqrt(bc2)
-    a.check = 0
-    _run(fo_active.adam, &a, n)
+    return _run(fo_active.adam, &a, a.g, n, skip)
 
 
 def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
           eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False,
-          max_exp_avg_sq=None, maximize=False, grad_scale=1.0, convention="torch"):
+          max_exp_avg_sq=None, maximize=False, grad_scale=1.0, skip_nonfinite=False,
+          convention="torch"):
     """Adam step, in place: ``param``, ``exp_avg``, ``exp_avg_sq`` (and
     ``max_exp_avg_sq``) are updated.  ``step`` is the 1-based step count.
 
@@ -549,19 +567,35 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
     ``param = param - lr * sqrt(bc2) / bc1 * exp_avg / (sqrt(v) + eps)``;
     use it with Keras' ``eps=1e-7``.
     """
-    _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-          decoupled_weight_decay, amsgrad, max_exp_avg_sq, maximize, grad_scale, convention)
+    return _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
+                 decoupled_weight_decay, amsgrad, max_exp_avg_sq, maximize, grad_scale,
+                 skip_nonfinite, convention)
 
 
 def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
            eps=1e-8, weight_decay=1e-2, amsgrad=False, max_exp_avg_sq=None,
-           maximize=False, grad_scale=1.0, convention="torch"):
+           maximize=False, grad_scale=1.0, skip_nonfinite=False, convention="torch"):
     """AdamW step (``torch.optim.AdamW``): :func:`adam_` with decoupled weight
     decay, ``param = param * (1 - lr * weight_decay)`` before the Adam update,
     and ``weight_decay=1e-2`` by default.  Same arguments as :func:`adam_`.
     """
-    _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-          True, amsgrad, max_exp_avg_sq, maximize, grad_scale, convention)
+    return _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
+                 True, amsgrad, max_exp_avg_sq, maximize, grad_scale, skip_nonfinite,
+                 convention)
+
+
+def all_finite(x):
+    """True if no element of the float32 array ``x`` is nan or +-inf (one
+    vectorised read-only pass)."""
+    cdef cnp.ndarray a = _array(x, "x", False)
+    cdef fo_nonfinite_args args
+    args.x = _f32(a)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
+    cdef int bad = 0
+    if n:
+        with nogil:
+            bad = fo_run(fo_active.nonfinite, &args, n)
+    return not bad
 
 
 def sum_squares(x):

@@ -51,7 +51,7 @@ def bias_activation_(z, bias, activation):
             if act == ACT_RELU:
                 for j in range(H):
                     v = row[j] + B[j]
-                    row[j] = v if v > 0 else 0.0
+                    row[j] = v if (v > 0 or v != v) else 0.0  # nan propagates, as in torch
             elif act == ACT_LINEAR:
                 for j in range(H):
                     row[j] = row[j] + B[j]

@@ -304,7 +304,8 @@ class MLP:
 
     # -- fit / evaluate / predict --------------------------------------------
     def fit(self, x, y, batch_size=32, epochs=1, verbose=1, validation_split=0.0,
-            validation_data=None, shuffle=True):
+            validation_data=None, shuffle=True, callbacks=None, checkpoint=None,
+            initial_epoch=0, on_nonfinite="raise"):
         """Train, as Keras' ``fit``; returns a :class:`History`.
 
         ``batch_size`` may be anything from 1 (per-sample SGD) to ``len(x)``
@@ -315,12 +316,33 @@ class MLP:
         samples every epoch with the model's seeded generator.  The reported
         training loss and accuracy are means over the epoch's batches as they
         were trained on (before each update), weighted by batch size.
+
+        ``verbose``: 0 silent, 1 a progress bar and a line per epoch, 2 the
+        line only.  ``callbacks``: :mod:`fastopt.callbacks` instances.
+        ``checkpoint``: a path rewritten (atomically) after every epoch with
+        everything :func:`fastopt.checkpoint.load` needs to resume; resume
+        with ``fit(..., initial_epoch=checkpoint.epoch)``.  Epochs run from
+        ``initial_epoch`` to ``epochs``.
+
+        A batch whose loss or gradient holds nan or inf is never applied:
+        with ``on_nonfinite='raise'`` (default) fit raises FloatingPointError
+        naming the epoch and batch, the weights being those before that
+        batch; with ``'skip'`` the update is skipped and counted in the
+        history's 'skipped_steps'.
         """
+        from fastopt.callbacks import ModelCheckpoint, ProgressBar, _as_list
+
         self._require_compiled()
+        if on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+        if verbose not in (0, 1, 2, True, False):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        callbacks = _as_list(callbacks)
         x = self._inputs(x)
         y = self._targets(y, len(x))
         batch_size = _check_int(batch_size, "batch_size", 1)
         epochs = _check_int(epochs, "epochs", 0)
+        initial_epoch = _check_int(initial_epoch, "initial_epoch", 0)
         if isinstance(validation_split, bool) or not isinstance(
                 validation_split, (int, float)) or not 0 <= validation_split < 1:
             raise ValueError(f"validation_split must be a number in [0, 1), "
@@ -348,38 +370,81 @@ class MLP:
         if n == 0:
             raise ValueError("x holds no samples")
         rows = min(batch_size, n)
+        steps = math.ceil(n / rows)
+        if verbose == 1:
+            callbacks.append(ProgressBar(steps, epochs))
+        if checkpoint is not None:
+            callbacks.append(ModelCheckpoint(checkpoint))
         if self._batch is None or len(self._batch[0]) != rows:
             acts, grads = self._buffers(rows)
             self._batch = (np.empty((rows, x.shape[1]), np.float32),
                            np.empty((rows,) + y.shape[1:], y.dtype), acts, grads)
         xb, yb, acts, grads = self._batch
-        history = History()
-        order = np.arange(n)
-        for epoch in range(epochs):
+        resumed = initial_epoch and self.history is not None \
+            and len(self.history.epoch) == initial_epoch
+        history = self.history if resumed else History()
+        self._running_history = history
+        self.stop_training = False
+        for c in callbacks:
+            c.set_model(self)
+            c.on_train_begin()
+        batch_logs = {}
+        for epoch in range(initial_epoch, epochs):
             start = time.perf_counter()
-            if shuffle:
-                self._rng.shuffle(order)
+            for c in callbacks:
+                c.on_epoch_begin(epoch)
+            # each epoch's order depends only on the generator's state, so a
+            # run resumed from a checkpoint shuffles exactly as it would have
+            order = self._rng.permutation(n) if shuffle else np.arange(n)
             total_loss = 0.0
             total_correct = 0
-            for lo in range(0, n, rows):
+            seen = skipped = 0
+            for batch, lo in enumerate(range(0, n, rows)):
                 idx = order[lo:lo + rows]
                 nb = len(idx)
                 np.take(x, idx, axis=0, out=xb[:nb], mode="clip")
                 np.take(y, idx, axis=0, out=yb[:nb], mode="clip")
                 loss, correct = self._gradients(xb[:nb], yb[:nb], acts, grads)
+                # the loss can be finite while the backward pass overflowed
+                bad = ("loss" if not math.isfinite(loss) else
+                       None if K.all_finite(self.params.grad) else "gradient")
+                if bad:
+                    if on_nonfinite == "raise":
+                        raise FloatingPointError(
+                            f"non-finite {bad} (loss {loss}) at epoch {epoch + 1}, batch "
+                            f"{batch + 1} of {steps}; training stopped before applying it "
+                            f"(the weights are those after the previous batch)")
+                    skipped += 1
+                    continue
                 self.optimizer.step()
                 total_loss += loss * nb
                 total_correct += correct
-            logs = {"loss": total_loss / n}
+                seen += nb
+                if callbacks:
+                    batch_logs["loss"] = total_loss / seen
+                    for c in callbacks:
+                        c.on_batch_end(batch, batch_logs)
+            logs = {"loss": total_loss / seen if seen else float("nan")}
             if self.metrics:
-                logs["accuracy"] = total_correct / (n * self._accuracy_terms_per_sample())
+                logs["accuracy"] = (total_correct / (seen * self._accuracy_terms_per_sample())
+                                    if seen else float("nan"))
             if x_val is not None:
                 logs.update({"val_" + k: v for k, v in self._evaluate(x_val, y_val).items()})
+            if on_nonfinite == "skip":
+                logs["skipped_steps"] = skipped
             seconds = time.perf_counter() - start
             history._record(epoch, logs, seconds)
+            self.history = history
+            for c in callbacks:
+                c.on_epoch_end(epoch, logs)
             if verbose:
-                parts = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+                parts = " - ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}"
+                                   for k, v in logs.items())
                 print(f"Epoch {epoch + 1}/{epochs} - {seconds:.2f}s - {parts}", flush=True)
+            if self.stop_training:
+                break
+        for c in callbacks:
+            c.on_train_end(history.history)
         self.history = history
         return history
 

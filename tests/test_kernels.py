@@ -169,3 +169,31 @@ def test_keras_adam_is_torch_adam_with_rescaled_eps():
     fastopt.adam_(a[0], g, a[1], a[2], step=step, eps=eps, convention="keras")
     fastopt.adam_(b[0], g, b[1], b[2], step=step, eps=eps / np.sqrt(1 - beta2**step))
     np.testing.assert_allclose(a[0], b[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 1000, _kernels.build_info()["parallel_min_elements"] + 5])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_skip_nonfinite_writes_nothing(n, bad):
+    rng = np.random.default_rng(5)
+    p = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    g[-1] = bad  # the very last element: the scalar tail of the scan
+    m, v = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    before = p.copy()
+    assert not fastopt.all_finite(g)
+    assert fastopt.adam_(p, g, m, v, step=1, skip_nonfinite=True) is True
+    np.testing.assert_array_equal(p, before)
+    assert not m.any() and not v.any()
+    g[-1] = 0.5
+    assert fastopt.all_finite(g)
+    assert fastopt.adam_(p, g, m, v, step=1, skip_nonfinite=True) is False
+    assert not np.array_equal(p, before)
+    assert fastopt.sgd_(p, g, lr=0.1) is None  # without the flag: returns None
+
+
+def test_nan_gradient_without_skip_spreads_only_to_its_element():
+    p = np.ones(4, np.float32)
+    g = np.array([0.1, np.nan, 0.1, 0.1], np.float32)
+    m, v = np.zeros(4, np.float32), np.zeros(4, np.float32)
+    fastopt.adam_(p, g, m, v, step=1)  # PyTorch's behaviour: nan in, nan out
+    assert np.isnan(p[1]) and np.isfinite(np.delete(p, 1)).all()

@@ -271,6 +271,12 @@ def test_bias_activation_and_backward(activation):
     np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_relu_propagates_nan():
+    z = np.array([[np.nan, -1.0, 2.0, np.inf]], np.float32)
+    fastopt._kernels.bias_activation_(z, np.zeros(4, np.float32), "relu")
+    np.testing.assert_array_equal(z, [[np.nan, 0.0, 2.0, np.inf]])
+
+
 def test_bias_grad_is_column_sums():
     g = _logits(33, 6)
     out = np.empty(6, np.float32)

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from fastopt._kernels import all_finite, sum_squares
 from fastopt.flat import FlatParameters, aligned_zeros
 
 _EMPTY = np.empty(0, np.float32)
@@ -207,20 +208,28 @@ class Optimizer:
             if name not in span.state:
                 span.state[name] = self._init_state(name, group, span.param.size)
 
-    def step(self, grad_scale=1.0):
+    def _grads_finite(self):
+        return all(all_finite(span.grad) for spans in self._spans for span in spans)
+
+    def step(self, grad_scale=1.0, skip_nonfinite=False):
         """One update of every parameter from its current gradient.
 
         ``grad_scale`` multiplies every gradient inside the kernel (used for
         clipping by global norm at no extra pass).  Every group's
-        hyperparameters are checked before any parameter is written.
+        hyperparameters are checked before any parameter is written.  With
+        ``skip_nonfinite=True`` every gradient is scanned first; if any holds
+        nan or inf nothing is updated and step returns True (else False).
         """
         for group in self.param_groups:
             self._check_group(group)
+        if skip_nonfinite and not self._grads_finite():
+            return True
         for group, spans in zip(self.param_groups, self._spans):
             for span in spans:
                 self._ensure_state(span, group)
                 self._update(span.param, span.grad, span.state, group, span.step + 1, grad_scale)
                 span.step += 1
+        return False if skip_nonfinite else None
 
     def zero_grad(self):
         for spans in self._spans:
@@ -342,8 +351,6 @@ def _is_group_list(params):
 
 def global_grad_norm(optimizer):
     """The L2 norm of every gradient an optimizer updates (double accumulated)."""
-    from fastopt._kernels import sum_squares
-
     total = 0.0
     for spans in optimizer._spans:
         for span in spans:

@@ -143,18 +143,23 @@ class KerasOptimizer(Optimizer):
             return self.global_clipnorm / max(norm, self.global_clipnorm)
         return 1.0
 
-    def step(self):
-        """Apply one update from the gradients now in the grad arrays."""
+    def step(self, skip_nonfinite=False):
+        """Apply one update from the gradients now in the grad arrays; with
+        ``skip_nonfinite=True``, skip it (returning True) if any gradient
+        holds nan or inf."""
         if not self.param_groups:
             raise RuntimeError(_UNBUILT)
         group = self.param_groups[0]
         resolved = dict(group, lr=self._current_lr(group))
         Optimizer._check_group(self, resolved)
+        if skip_nonfinite and not self._grads_finite():
+            return True
         grad_scale = self._clip(group)
         for span in self._spans[0]:
             self._ensure_state(span, resolved)
             self._update(span.param, span.grad, span.state, resolved, span.step + 1, grad_scale)
             span.step += 1
+        return False if skip_nonfinite else None
 
     def apply_gradients(self, grads_and_vars):
         """Keras' ``apply_gradients``: one update from ``(grad, variable)``
@@ -175,11 +180,17 @@ class KerasOptimizer(Optimizer):
         self.step()
 
     def get_config(self):
+        """The constructor's arguments (``lr`` is ``learning_rate``)."""
         group = self.param_groups[0] if self.param_groups else self.defaults
         config = {k: v for k, v in group.items() if k != "params"}
         config.update(name=self.name, clipnorm=self.clipnorm, clipvalue=self.clipvalue,
                       global_clipnorm=self.global_clipnorm)
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(learning_rate=config.pop("lr"), **config)
 
 
 class SGD(KerasOptimizer):

@@ -1,0 +1,152 @@
+"""The `fastopt` command, run as a user runs it (in a subprocess)."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+QUICK = ["--limit", "2000", "--epochs", "2", "--quiet"]
+
+
+def run(*args, cwd=None, check=True):
+    proc = subprocess.run([sys.executable, "-m", "fastopt", *args], capture_output=True,
+                          text=True, cwd=cwd or os.path.expanduser("~"), timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_train_writes_history_plot_and_model(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = run("train", *QUICK, "--history", str(tmp_path / "h.csv"), "--plot",
+              str(tmp_path / "c.png"), "--save", str(tmp_path / "m.npz"),
+              "--history", str(tmp_path / "h.json"))
+    assert "Training the 784-32-64-128-256-10 MLP (71,146 parameters" in out.stdout
+    assert "Epoch 2/2" not in out.stdout  # --quiet
+    assert "Test loss" in out.stdout and "test accuracy" in out.stdout
+    rows = json.loads((tmp_path / "h.json").read_text())
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert set(rows[0]) >= {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "m.npz").exists()
+
+
+def test_train_csv_history_and_epoch_lines(tmp_path):
+    out = run("train", "--limit", "1000", "--epochs", "2", "--history",
+              str(tmp_path / "h.csv"), "--optimizer", "sgd", "--lr", "0.05", "--momentum",
+              "0.9", "--nesterov", "--hidden", "16,16", "--schedule", "cosine")
+    assert "Epoch 1/2" in out.stdout and "Epoch 2/2" in out.stdout
+    assert "val_accuracy" in out.stdout
+    with open(tmp_path / "h.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and float(rows[1]["loss"]) > 0
+
+
+def test_flags_without_a_command_train():
+    out = run("--limit", "500", "--epochs", "1")
+    assert "no command given, so training the default model" in out.stdout
+    assert "784-32-64-128-256-10" in out.stdout and "Test loss" in out.stdout
+
+
+@pytest.mark.slow
+def test_no_arguments_runs_the_main_job():
+    """README's main job: `fastopt` alone trains the seed model for 10 epochs."""
+    out = run()
+    assert "no command given, so training the default model" in out.stdout
+    assert "adam (lr 0.001), batch 32, 10 epochs" in out.stdout
+    accuracy = float(out.stdout.split("test accuracy ")[1].split()[0])
+    assert accuracy >= 0.965
+
+
+def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
+    common = ["--limit", "1500", "--quiet", "--optimizer", "rmsprop",
+              "--schedule", "exponential:rate=0.5", "--seed", "3"]
+    run("train", *common, "--epochs", "3", "--save", str(tmp_path / "full.npz"))
+    run("train", *common, "--epochs", "1", "--checkpoint", str(tmp_path / "ck.npz"))
+    out = run("train", "--resume", str(tmp_path / "ck.npz"), "--epochs", "3", "--save",
+              str(tmp_path / "resumed.npz"))
+    assert "Resuming" in out.stdout and "after epoch 1 of 3" in out.stdout
+    full = np.load(tmp_path / "full.npz")["params"]
+    resumed = np.load(tmp_path / "resumed.npz")["params"]
+    np.testing.assert_array_equal(full, resumed)
+
+
+def test_evaluate_and_predict(tmp_path):
+    model = tmp_path / "m.npz"
+    run("train", *QUICK, "--save", str(model))
+    out = run("evaluate", str(model))
+    assert "accuracy" in out.stdout and "most often mistaken for" in out.stdout
+    from fastopt.datasets import load_mnist
+
+    _, (xt, yt) = load_mnist()
+    np.save(tmp_path / "digits.npy", xt[:2])
+    out = run("predict", str(model), str(tmp_path / "digits.npy"), "--test-index", "0,1")
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 4
+    assert lines[2].startswith("test[0]: ") and "label 7" in lines[2]
+    assert lines[0].split(":")[1].split()[0] == lines[2].split(":")[1].split()[0]
+
+
+def test_search_ranks_and_tests_the_best(tmp_path):
+    out = run("search", "--param", "lr=1e-3,1e-2", "--param", "hidden=16,32-16", "--limit",
+              "1000", "--output", str(tmp_path / "s.json"))
+    assert "4 configurations" in out.stdout and "never the test set" in out.stdout
+    assert "rank" in out.stdout and "Retraining the best configuration" in out.stdout
+    result = json.loads((tmp_path / "s.json").read_text())
+    accs = [t["val_accuracy"] for t in result["trials"]]
+    assert accs == sorted(accs, reverse=True) and 0 <= result["test_accuracy"] <= 1
+    out = run("search", "--method", "random", "--trials", "2", "--param", "lr=log:1e-4:1e-2",
+              "--limit", "500", "--output", str(tmp_path / "s.csv"))
+    assert "2 configurations" in out.stdout
+    assert (tmp_path / "s.csv").read_text().startswith("lr,")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--optimizer", "adamax"], "invalid choice: 'adamax'"),
+    (["train", "--momentum", "0.9"], "--momentum does not apply to the adam optimizer"),
+    (["train", "--data", "/nonexistent"], "/nonexistent: not a directory"),
+    (["train", "--batch-size", "0"], "expected a positive integer"),
+    (["train", "--schedule", "wave"], "unknown schedule 'wave'"),
+    (["train", "--history", "h.txt"], "use a .json or .csv file name"),
+    (["train", "--resume", "/nonexistent.npz"], "no such checkpoint file"),
+    (["evaluate", "/nonexistent.npz"], "no such model file"),
+    (["predict", "/nonexistent.npz", "--test-index", "0"], "no such model file"),
+    (["search", "--param", "lr=abc"], "could not convert"),
+    (["search", "--param", "depth=3"], "expected NAME=V1,V2"),
+    (["bogus"], "invalid choice: 'bogus'"),
+])
+def test_bad_input_is_one_line_and_nonzero(args, message):
+    proc = run(*args, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_corrupt_data_directory(tmp_path):
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (tmp_path / name).write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05abc")
+    proc = run("train", "--data", str(tmp_path), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "truncated" in proc.stderr or "expected 3 dimensions" in proc.stderr
+
+
+def test_foreign_model_file(tmp_path):
+    bad = tmp_path / "x.npz"
+    bad.write_bytes(b"not a zip")
+    proc = run("evaluate", str(bad), check=False)
+    assert proc.returncode == 1 and "neither a model saved by fastopt" in proc.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["search"],
+                                     ["info"]])
+def test_help_everywhere_with_examples(command):
+    out = run(*command, "--help")
+    assert "usage: fastopt" in out.stdout
+    if command != ["info"]:
+        assert "example" in out.stdout
