@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 
@@ -505,6 +506,39 @@ def _fmt_trial(trial):
                      for k, v in trial.items())
 
 
+# -- bench -----------------------------------------------------------------------------------------
+
+def _cmd_bench(args):
+    """Run the benchmark suite of a source checkout and print its report."""
+    bench = os.path.join(args.source, "bench")
+    if not os.path.isfile(os.path.join(bench, "report.py")):
+        raise CLIError(f"{args.source}: no bench/ here; run `fastopt bench` from a fastopt "
+                       f"source checkout (or pass --source DIR)")
+    try:
+        import pytest_benchmark  # noqa: F401
+    except ImportError:
+        raise CLIError("the benchmarks need pytest-benchmark: pip install "
+                       "'fastopt[bench]'") from None
+    out = args.json or os.path.join(args.source, ".benchmarks", "last.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    cmd = [sys.executable, "-m", "pytest", bench, "-q", "-p", "no:warnings",
+           f"--benchmark-json={out}", "--benchmark-columns=median,iqr,rounds"]
+    if args.quick:
+        cmd += ["--sizes", "1000,71146,1048576", "--threads", "1", "--train-samples", "6000"]
+    if args.k:
+        cmd += ["-k", args.k]
+    print("$ " + " ".join(cmd), flush=True)
+    status = subprocess.call(cmd, cwd=args.source)
+    if status not in (0, 5):
+        raise CLIError(f"the benchmark run failed (pytest exit status {status})")
+    report = [sys.executable, "-m", "bench.report", out]
+    if args.markdown:
+        report += ["--markdown", args.markdown]
+    if args.png:
+        report += ["--png", args.png]
+    return subprocess.call(report, cwd=args.source)
+
+
 # -- info ---------------------------------------------------------------------------------------
 
 def _cmd_info(args):
@@ -519,7 +553,7 @@ def _cmd_info(args):
     g = rng.standard_normal(n).astype(np.float32)
     m, v = np.zeros(n, np.float32), np.zeros(n, np.float32)
 
-    def numpy_adam(step, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+    def numpy_adam(step, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, m=m, v=v, p=p):
         m *= b1
         m += (1 - b1) * g
         v *= b2
@@ -556,6 +590,7 @@ def build_parser():
                "  fastopt evaluate model.npz\n"
                "  fastopt predict model.npz --test-index 0,1,2\n"
                "  fastopt search --param lr=1e-3,3e-3 --param batch_size=32,128 --epochs 1\n"
+               "  fastopt bench --quick                     (from a source checkout)\n"
                "  fastopt info",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -664,6 +699,22 @@ def build_parser():
     s.add_argument("--data", metavar="DIR")
     s.add_argument("--output", metavar="FILE", help="write all results (.json or .csv)")
     s.set_defaults(func=_cmd_search)
+
+    b = sub.add_parser("bench", help="run the benchmark comparisons and print their table",
+                       description="Run bench/ (pytest-benchmark: fastopt against NumPy, "
+                                   "PyTorch and scikit-learn) from a source checkout, then "
+                                   "print the markdown report with the targets.",
+                       epilog="examples:\n  fastopt bench --quick\n"
+                              "  fastopt bench --markdown BENCHMARKS.md --png bench.png",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--quick", action="store_true",
+                   help="sizes up to 1M, one thread, 6,000 training samples")
+    b.add_argument("--source", default=".", metavar="DIR", help="the source checkout")
+    b.add_argument("-k", metavar="EXPR", help="only benchmarks matching EXPR (pytest -k)")
+    b.add_argument("--json", metavar="FILE", help="keep the raw pytest-benchmark JSON here")
+    b.add_argument("--markdown", metavar="FILE", help="write the report here")
+    b.add_argument("--png", metavar="FILE", help="write a chart of the speed-ups here")
+    b.set_defaults(func=_cmd_bench)
 
     i = sub.add_parser("info", help="show how fastopt was built; time one Adam step",
                        description=_cmd_info.__doc__)

@@ -143,8 +143,18 @@ def test_foreign_model_file(tmp_path):
     assert proc.returncode == 1 and "neither a model saved by fastopt" in proc.stderr
 
 
+def test_info_reports_the_build_and_times_adam():
+    out = run("info", "--size", "5000", "--repeats", "3")
+    assert "simd_used" in out.stdout and "speed-up over NumPy" in out.stdout
+
+
+def test_bench_outside_a_checkout_says_so(tmp_path):
+    proc = run("bench", "--source", str(tmp_path), check=False)
+    assert proc.returncode == 1 and "no bench/ here" in proc.stderr
+
+
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["search"],
-                                     ["info"]])
+                                     ["bench"], ["info"]])
 def test_help_everywhere_with_examples(command):
     out = run(*command, "--help")
     assert "usage: fastopt" in out.stdout

@@ -1,0 +1,148 @@
+"""The implementations compared: fastopt, NumPy written as well as NumPy
+allows (in place, ``out=``, one scratch buffer, no temporaries), and torch's
+CPU optimizers (fused, foreach, for-loop) where torch is installed.
+
+Each ``make_*`` returns a zero-argument ``step`` callable over its own
+buffers, built from the same starting arrays, plus a function returning the
+parameter after the step (for the correctness check made before timing).
+"""
+import math
+
+import numpy as np
+
+import fastopt
+
+LR, MU, ALPHA, EPS = 1e-3, 0.9, 0.99, 1e-8
+B1, B2 = 0.9, 0.999
+
+# bytes each rule must move per element (fp32): the traffic floor
+BYTES = {"sgd": 12, "momentum": 20, "nesterov": 20, "adagrad": 20, "rmsprop": 20,
+         "adam": 28, "amsgrad": 36}
+RULES = list(BYTES)
+TORCH_FUSED = {"sgd", "momentum", "nesterov", "adagrad", "adam", "amsgrad"}
+
+
+def start(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(n).astype(np.float32),
+            rng.standard_normal(n).astype(np.float32))
+
+
+def _state_names(rule):
+    return {"sgd": [], "momentum": ["buf"], "nesterov": ["buf"], "adagrad": ["sum"],
+            "rmsprop": ["sq"], "adam": ["m", "v"], "amsgrad": ["m", "v", "vmax"]}[rule]
+
+
+def make_fastopt(rule, p0, g0):
+    p, g = p0.copy(), g0.copy()
+    s = {k: np.zeros_like(p) for k in _state_names(rule)}
+    t = [0]
+
+    def step():
+        t[0] += 1
+        if rule == "sgd":
+            fastopt.sgd_(p, g, lr=LR)
+        elif rule in ("momentum", "nesterov"):
+            fastopt.sgd_(p, g, s["buf"], lr=LR, momentum=MU, nesterov=rule == "nesterov",
+                         step=t[0])
+        elif rule == "adagrad":
+            fastopt.adagrad_(p, g, s["sum"], step=t[0], lr=LR)
+        elif rule == "rmsprop":
+            fastopt.rmsprop_(p, g, s["sq"], lr=LR, alpha=ALPHA, eps=EPS)
+        else:
+            fastopt.adam_(p, g, s["m"], s["v"], step=t[0], lr=LR, amsgrad=rule == "amsgrad",
+                          max_exp_avg_sq=s.get("vmax"))
+
+    return step, lambda: p
+
+
+def make_numpy(rule, p0, g0):
+    P, g = p0.copy(), g0.copy()
+    s = {k: np.zeros_like(P) for k in _state_names(rule)}
+    T = np.empty_like(P)
+    t = [0]
+
+    def step():
+        p, tmp = P, T  # local names: in-place operators below would rebind closures
+        t[0] += 1
+        if rule == "sgd":
+            np.multiply(g, LR, out=tmp)
+        elif rule in ("momentum", "nesterov"):
+            b = s["buf"]
+            if t[0] == 1:
+                np.copyto(b, g)
+            else:
+                b *= MU
+                b += g
+            if rule == "nesterov":
+                np.multiply(b, MU, out=tmp)
+                tmp += g
+                tmp *= LR
+            else:
+                np.multiply(b, LR, out=tmp)
+        elif rule == "adagrad":
+            np.multiply(g, g, out=tmp)
+            s["sum"] += tmp
+            np.sqrt(s["sum"], out=tmp)
+            tmp += 1e-10
+            np.divide(g, tmp, out=tmp)
+            tmp *= LR
+        elif rule == "rmsprop":
+            np.multiply(g, g, out=tmp)
+            tmp *= 1 - ALPHA
+            s["sq"] *= ALPHA
+            s["sq"] += tmp
+            np.sqrt(s["sq"], out=tmp)
+            tmp += EPS
+            np.divide(g, tmp, out=tmp)
+            tmp *= LR
+        else:
+            m, v = s["m"], s["v"]
+            np.subtract(g, m, out=tmp)
+            tmp *= 1 - B1
+            m += tmp
+            np.multiply(g, g, out=tmp)
+            tmp *= 1 - B2
+            v *= B2
+            v += tmp
+            w = v
+            if rule == "amsgrad":
+                np.maximum(s["vmax"], v, out=s["vmax"])
+                w = s["vmax"]
+            np.sqrt(w, out=tmp)
+            tmp *= 1 / math.sqrt(1 - B2 ** t[0])
+            tmp += EPS
+            np.divide(m, tmp, out=tmp)
+            tmp *= LR / (1 - B1 ** t[0])
+        p -= tmp
+
+    return step, lambda: P
+
+
+def make_torch(rule, p0, g0, mode, tensors=1):
+    """torch.optim over the same values, split into ``tensors`` tensors."""
+    import torch
+
+    kw = {"fused": {"fused": True}, "foreach": {"foreach": True},
+          "forloop": {"foreach": False}}[mode]
+    params = []
+    for chunk_p, chunk_g in zip(np.array_split(p0, tensors), np.array_split(g0, tensors)):
+        t = torch.nn.Parameter(torch.from_numpy(chunk_p.copy()))
+        t.grad = torch.from_numpy(chunk_g.copy())
+        params.append(t)
+    if rule == "sgd":
+        opt = torch.optim.SGD(params, lr=LR, **kw)
+    elif rule in ("momentum", "nesterov"):
+        opt = torch.optim.SGD(params, lr=LR, momentum=MU, nesterov=rule == "nesterov", **kw)
+    elif rule == "adagrad":
+        opt = torch.optim.Adagrad(params, lr=LR, **kw)
+    elif rule == "rmsprop":
+        opt = torch.optim.RMSprop(params, lr=LR, alpha=ALPHA, eps=EPS, **kw)
+    else:
+        opt = torch.optim.Adam(params, lr=LR, amsgrad=rule == "amsgrad", **kw)
+    return opt.step, lambda: np.concatenate([t.detach().numpy() for t in params])
+
+
+def torch_modes(rule):
+    modes = ["fused", "foreach", "forloop"]
+    return modes if rule in TORCH_FUSED else modes[1:]

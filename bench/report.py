@@ -1,0 +1,211 @@
+"""Turn a pytest-benchmark JSON file into a markdown report and a PNG chart.
+
+    python -m bench.report bench.json [--markdown out.md] [--png out.png]
+
+For every group (one comparison) it lists each implementation's median
+time, how many times slower than fastopt it is, and, for optimizer steps,
+the effective bandwidth (the rule's traffic floor in bytes / median time)
+against the copy bandwidth measured in the same run.  Then it evaluates the
+speed targets of the benchmark issue, each as met or not, from the ratios.
+"""
+import argparse
+import json
+import sys
+from collections import defaultdict
+
+
+def load(path):
+    with open(path) as f:
+        data = json.load(f)
+    groups = defaultdict(dict)
+    for b in data["benchmarks"]:
+        info = b.get("extra_info", {})
+        impl = info.get("impl") or b["name"]
+        groups[b["group"]][impl] = {"median": b["stats"]["median"], **info}
+    return data, groups
+
+
+def copy_bandwidth(groups):
+    for impl in groups.get("copy bandwidth", {}).values():
+        return impl["bytes"] / impl["median"] / 1e9
+    return None
+
+
+def _fmt_time(seconds):
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.2f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _ours(entries):
+    return next((entries[k] for k in ("fastopt", "fastopt-flat") if k in entries), None)
+
+
+def group_table(name, entries, copy_gbs):
+    ours = _ours(entries)
+    lines = [f"**{name}**", "", "| implementation | median | vs fastopt | effective GB/s | "
+             "note |", "|---|---:|---:|---:|---|"]
+    for impl, e in sorted(entries.items(), key=lambda kv: kv[1]["median"]):
+        ratio = f"{e['median'] / ours['median']:.2f}x" if ours else ""
+        gbs = ""
+        if "bytes" in e and name != "copy bandwidth":
+            gbs = f"{e['bytes'] / e['median'] / 1e9:.1f}"
+            if copy_gbs and e.get("size", 0) >= 1 << 24:
+                gbs += f" ({e['bytes'] / e['median'] / 1e9 / copy_gbs:.0%} of copy)"
+        note = f"test accuracy {e['test_accuracy']:.4f}" if "test_accuracy" in e else ""
+        lines.append(f"| {impl} | {_fmt_time(e['median'])} | {ratio} | {gbs} | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+def _ratio(groups, group, other, ours="fastopt"):
+    g = groups.get(group, {})
+    if other in g and ours in g:
+        return g[other]["median"] / g[ours]["median"]
+    return None
+
+
+def targets(groups, copy_gbs):
+    """(target, measured, met) rows for the benchmark issue's targets."""
+    rows = []
+
+    def add(text, value, ok, fmt="{:.2f}x"):
+        if value is None:
+            rows.append((text, "not measured", None))
+        else:
+            rows.append((text, fmt.format(value), ok(value)))
+
+    seed = "adam seed-model (10 tensors, 71146) 1t"
+    add("1. Adam, seed model: flat fastopt >= 4x torch fused over 10 tensors",
+        _ratio(groups, seed, "torch-fused", "fastopt-flat"), lambda r: r >= 4)
+    add("1. Adam, one 71,146 array: >= 3x torch fused",
+        _ratio(groups, "adam n=71146 1t", "torch-fused"), lambda r: r >= 3)
+    add("1. Adam, one 71,146 array: >= 10x the NumPy reference",
+        _ratio(groups, "adam n=71146 1t", "numpy"), lambda r: r >= 10)
+    g = groups.get("adam n=1000 1t", {})
+    add("2. Adam on 1,000 elements: < 2 µs per call",
+        g["fastopt"]["median"] * 1e6 if "fastopt" in g else None, lambda t: t < 2,
+        "{:.2f} µs")
+    for threads in (1, 2):
+        g = groups.get(f"adam n=67108864 {threads}t", {})
+        if "fastopt" in g and copy_gbs:
+            e = g["fastopt"]
+            add(f"3. Adam on 64M, {threads} thread(s): >= 95% of copy bandwidth",
+                e["bytes"] / e["median"] / 1e9 / copy_gbs, lambda r: r >= 0.95, "{:.0%}")
+        else:
+            add(f"3. Adam on 64M, {threads} thread(s): >= 95% of copy bandwidth", None, None)
+        add(f"3. Adam on 64M, {threads} thread(s): not slower than torch fused",
+            _ratio(groups, f"adam n=67108864 {threads}t", "torch-fused"), lambda r: r >= 1)
+    for rule in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "amsgrad"):
+        g = groups.get(f"{rule} n=1048576 1t", {})
+        torch_best = min((e["median"] for k, e in g.items() if k.startswith("torch")),
+                         default=None)
+        add(f"4. {rule} on 1M: at least as fast as torch's fastest CPU path",
+            torch_best / g["fastopt"]["median"] if torch_best and "fastopt" in g else None,
+            lambda r: r >= 1)
+        add(f"4. {rule} on 1M: >= 5x the NumPy reference",
+            _ratio(groups, f"{rule} n=1048576 1t", "numpy"), lambda r: r >= 5)
+    for shape in ("32x10", "4096x10"):
+        grp = f"softmax cross-entropy {shape} 1t"
+        add(f"5. cross-entropy {shape}: >= 3x torch forward+backward",
+            _ratio(groups, grp, "torch"), lambda r: r >= 3)
+        add(f"5. cross-entropy {shape}: >= 3x NumPy", _ratio(groups, grp, "numpy"),
+            lambda r: r >= 3)
+    epoch = {b: next((k for k in groups if k.startswith(f"MNIST epoch, batch {b},")), None)
+             for b in (1, 32, 128)}
+    for batch, other, need in ((32, "torch-eager", 3), (32, "sklearn", 4), (1, "torch-eager", 10),
+                               (128, "torch-eager", 1.5)):
+        add(f"6. epoch at batch {batch}: >= {need}x {other}",
+            _ratio(groups, epoch[batch], other) if epoch[batch] else None,
+            lambda r, need=need: r >= need)
+    for batch in (1, 32, 128):
+        g = groups.get(epoch[batch] or "", {})
+        if "fastopt" in g:
+            worse = [k for k, e in g.items() if k != "fastopt"
+                     and e.get("test_accuracy", 0) > g["fastopt"].get("test_accuracy", 0) + 0.01]
+            rows.append((f"6. batch {batch}: accuracy no worse (within 1 point)",
+                         ", ".join(f"{k} {e.get('test_accuracy', 0):.4f}"
+                                   for k, e in sorted(g.items())), not worse))
+    return rows
+
+
+def markdown(data, groups):
+    m = data.get("machine_info", {})
+    build = m.get("fastopt_build", {})
+    copy_gbs = copy_bandwidth(groups)
+    out = ["## Machine", "",
+           f"- CPU: {m.get('cpu', {}).get('brand_raw', '?')}, {m.get('nproc', '?')} cores; "
+           f"Python {m.get('python_version', '?')}",
+           f"- fastopt kernels: {build.get('simd_used', '?')} (compiled: "
+           f"{', '.join(build.get('simd_compiled', []))}), OpenMP {build.get('openmp')}, "
+           f"{build.get('compiler', '?')}; NumPy {build.get('numpy_version', '?')}; "
+           f"torch {m.get('torch')}",
+           f"- copy bandwidth (np.copyto, 12 B/element): "
+           f"{copy_gbs:.1f} GB/s" if copy_gbs else "- copy bandwidth: not measured",
+           "- times are medians; 'vs fastopt' is how many times longer than fastopt",
+           "", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for text, value, ok in targets(groups, copy_gbs):
+        out.append(f"| {text} | {value} | {'—' if ok is None else ('yes' if ok else 'NO')} |")
+    out += ["", "## All comparisons", ""]
+    for name in sorted(groups, key=_group_key):
+        out.append(group_table(name, groups[name], copy_gbs))
+    return "\n".join(out)
+
+
+def _group_key(name):
+    parts = name.replace("n=", "").split()
+    size = next((int(p) for p in parts if p.isdigit()), 0)
+    return (parts[0], size, name)
+
+
+def chart(groups, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, speedups = [], []
+    for name in sorted(groups, key=_group_key):
+        entries = groups[name]
+        ours = _ours(entries)
+        if not ours:
+            continue
+        others = [e["median"] for k, e in entries.items() if not k.startswith("fastopt")]
+        if others:
+            names.append(name)
+            speedups.append(min(others) / ours["median"])
+    fig, ax = plt.subplots(figsize=(9, max(3, 0.22 * len(names))))
+    ax.barh(range(len(names)), speedups, color=["tab:green" if s >= 1 else "tab:red"
+                                                 for s in speedups])
+    ax.axvline(1, color="black", lw=0.8)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("fastopt speed-up over the fastest other implementation (log scale)")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("json", help="pytest-benchmark --benchmark-json output")
+    parser.add_argument("--markdown", help="write the report here (default: stdout)")
+    parser.add_argument("--png", help="write a chart of the speed-ups here")
+    args = parser.parse_args(argv)
+    data, groups = load(args.json)
+    text = markdown(data, groups)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    if args.png:
+        chart(groups, args.png)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Optimizer steps: fastopt against NumPy and torch, per rule, size and threads.
+
+Group ``{rule} n={size} {threads}t``.  The copy-bandwidth group measures
+``np.copyto`` between two arrays of the largest size (12 bytes an element:
+the destination is read before it is written), the ceiling each kernel's
+effective GB/s (its traffic floor in bytes / time) stands against.
+"""
+import numpy as np
+import pytest
+
+from bench import impls
+
+
+
+def _has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+IMPLEMENTATIONS = ["fastopt", "numpy", "torch-fused", "torch-foreach", "torch-forloop"]
+
+
+def _make(impl, rule, p0, g0, tensors=1):
+    if impl == "fastopt":
+        return impls.make_fastopt(rule, p0, g0)
+    if impl == "numpy":
+        return impls.make_numpy(rule, p0, g0)
+    mode = impl.split("-", 1)[1]
+    if not _has_torch():
+        pytest.skip("torch is not installed")
+    if mode not in impls.torch_modes(rule):
+        pytest.skip(f"torch has no {mode} {rule} on the CPU")
+    return impls.make_torch(rule, p0, g0, mode, tensors)
+
+
+def _check_then_time(benchmark, step, result, reference, info):
+    step()
+    np.testing.assert_allclose(result(), reference, rtol=1e-4, atol=1e-6)
+    benchmark.extra_info.update(info)
+    benchmark(step)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("rule", impls.RULES)
+def test_step(benchmark, thread_limit, rule, impl, size, threads):
+    if threads > 1 and size < 262144:
+        pytest.skip("below fastopt's threading threshold the kernels run on one thread")
+    p0, g0 = impls.start(size)
+    ref_step, ref_result = impls.make_fastopt(rule, p0, g0)
+    ref_step()
+    benchmark.group = f"{rule} n={size} {threads}t"
+    with thread_limit(threads):
+        step, result = _make(impl, rule, p0, g0)
+        _check_then_time(benchmark, step, result, ref_result(),
+                         {"rule": rule, "impl": impl, "size": size, "threads": threads,
+                          "bytes": impls.BYTES[rule] * size})
+
+
+SEED_MODEL_TENSORS = [784 * 32, 32, 32 * 64, 64, 64 * 128, 128, 128 * 256, 256, 256 * 10, 10]
+
+
+@pytest.mark.parametrize("impl", ["fastopt-flat", "torch-fused", "torch-foreach",
+                                  "torch-forloop", "numpy"])
+def test_adam_on_the_seed_model(benchmark, thread_limit, impl):
+    """Adam over the 784-32-64-128-256-10 MLP as people run it: torch over the
+    model's ten tensors, fastopt one call over the flat buffer."""
+    n = sum(SEED_MODEL_TENSORS)
+    p0, g0 = impls.start(n)
+    ref_step, ref_result = impls.make_fastopt("adam", p0, g0)
+    ref_step()
+    benchmark.group = "adam seed-model (10 tensors, 71146) 1t"
+    with thread_limit(1):
+        if impl == "fastopt-flat":
+            step, result = impls.make_fastopt("adam", p0, g0)
+        else:
+            step, result = _make(impl, "adam", p0, g0, tensors=len(SEED_MODEL_TENSORS))
+            if impl.startswith("torch"):  # split exactly as the model's tensors
+                import torch
+
+                params = []
+                lo = 0
+                for s in SEED_MODEL_TENSORS:
+                    t = torch.nn.Parameter(torch.from_numpy(p0[lo:lo + s].copy()))
+                    t.grad = torch.from_numpy(g0[lo:lo + s].copy())
+                    params.append(t)
+                    lo += s
+                mode = impl.split("-")[1]
+                kw = {"fused": {"fused": True}, "foreach": {"foreach": True},
+                      "forloop": {"foreach": False}}[mode]
+                opt = torch.optim.Adam(params, lr=impls.LR, **kw)
+                step = opt.step
+                result = lambda: np.concatenate([t.detach().numpy() for t in params])  # noqa
+        _check_then_time(benchmark, step, result, ref_result(),
+                         {"rule": "adam", "impl": impl, "size": n, "threads": 1,
+                          "bytes": 28 * n, "tensors": 1 if impl == "fastopt-flat" else 10})
+
+
+def test_copy_bandwidth(benchmark, thread_limit, request):
+    """The machine's copy bandwidth on the largest size, in the same run."""
+    n = max(int(s) for s in request.config.getoption("--sizes").split(","))
+    src = np.ones(n, np.float32)
+    dst = np.zeros(n, np.float32)
+    benchmark.group = "copy bandwidth"
+    benchmark.extra_info.update({"impl": "np.copyto", "size": n, "bytes": 12 * n,
+                                 "threads": 1})
+    with thread_limit(1):
+        benchmark(np.copyto, dst, src)
+    assert dst[-1] == 1
