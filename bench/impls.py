@@ -34,25 +34,30 @@ def _state_names(rule):
 
 
 def make_fastopt(rule, p0, g0):
+    """One lean closure per rule: the timing is the kernel call, not Python."""
+    import itertools
+
     p, g = p0.copy(), g0.copy()
     s = {k: np.zeros_like(p) for k in _state_names(rule)}
-    t = [0]
-
-    def step():
-        t[0] += 1
-        if rule == "sgd":
-            fastopt.sgd_(p, g, lr=LR)
-        elif rule in ("momentum", "nesterov"):
-            fastopt.sgd_(p, g, s["buf"], lr=LR, momentum=MU, nesterov=rule == "nesterov",
-                         step=t[0])
-        elif rule == "adagrad":
-            fastopt.adagrad_(p, g, s["sum"], step=t[0], lr=LR)
-        elif rule == "rmsprop":
-            fastopt.rmsprop_(p, g, s["sq"], lr=LR, alpha=ALPHA, eps=EPS)
-        else:
-            fastopt.adam_(p, g, s["m"], s["v"], step=t[0], lr=LR, amsgrad=rule == "amsgrad",
-                          max_exp_avg_sq=s.get("vmax"))
-
+    steps = itertools.count(1)
+    if rule == "sgd":
+        step = lambda: fastopt.sgd_(p, g, lr=LR)  # noqa: E731
+    elif rule in ("momentum", "nesterov"):
+        buf, nesterov = s["buf"], rule == "nesterov"
+        step = lambda: fastopt.sgd_(p, g, buf, lr=LR, momentum=MU,  # noqa: E731
+                                    nesterov=nesterov, step=next(steps))
+    elif rule == "adagrad":
+        step = lambda: fastopt.adagrad_(p, g, s["sum"], step=next(steps), lr=LR)  # noqa: E731
+    elif rule == "rmsprop":
+        sq = s["sq"]
+        step = lambda: fastopt.rmsprop_(p, g, sq, lr=LR, alpha=ALPHA, eps=EPS)  # noqa: E731
+    elif rule == "adam":
+        m, v = s["m"], s["v"]
+        step = lambda: fastopt.adam_(p, g, m, v, step=next(steps), lr=LR)  # noqa: E731
+    else:
+        m, v, vmax = s["m"], s["v"], s["vmax"]
+        step = lambda: fastopt.adam_(p, g, m, v, step=next(steps), lr=LR,  # noqa: E731
+                                     amsgrad=True, max_exp_avg_sq=vmax)
     return step, lambda: p
 
 

@@ -190,3 +190,45 @@ def count_correct(outputs, targets, kind, *, from_logits=False):
                 correct += best == tbest
         return correct
     raise ValueError(f"kind must be 'sparse', 'categorical' or 'binary', got {kind!r}")
+
+
+from scipy.linalg.cython_blas cimport sgemm
+
+
+def gemm_(a, b, out, *, trans_a=False, trans_b=False):
+    """``out = op(a) @ op(b)`` for row-major float32 matrices, through BLAS
+    ``sgemm`` (SciPy's), without the GIL; ``op`` transposes when asked.
+
+    No operand is copied: a transposed operand is passed to BLAS as a
+    transpose flag (NumPy's matmul falls back to a slow loop for some
+    transposed views, e.g. a one-row batch).  ``out`` must be C-contiguous,
+    writable, of shape (rows of op(a), columns of op(b)), and share no memory
+    with ``a`` or ``b``.
+    """
+    cdef cnp.ndarray A = _matrix(a, "a", False)
+    cdef cnp.ndarray B = _matrix(b, "b", False)
+    cdef cnp.ndarray C = _matrix(out, "out", True)
+    cdef bint ta = _flag(trans_a, "trans_a"), tb = _flag(trans_b, "trans_b")
+    cdef int M = A.shape[1] if ta else A.shape[0]
+    cdef int K = A.shape[0] if ta else A.shape[1]
+    cdef int Kb = B.shape[1] if tb else B.shape[0]
+    cdef int N = B.shape[0] if tb else B.shape[1]
+    if K != Kb:
+        raise ValueError(f"inner dimensions differ: op(a) is {M}x{K}, op(b) is {Kb}x{N}")
+    if C.shape[0] != M or C.shape[1] != N:
+        raise ValueError(f"out has shape {(<object>C).shape}, expected ({M}, {N})")
+    _disjoint((A, C), ("a", "out"))
+    _disjoint((B, C), ("b", "out"))
+    cdef int lda = max(A.shape[1], 1), ldb = max(B.shape[1], 1), ldc = max(N, 1)
+    cdef float one = 1.0, zero = 0.0
+    cdef char *opa = b"T" if ta else b"N"
+    cdef char *opb = b"T" if tb else b"N"
+    if M == 0 or N == 0:
+        return
+    if K == 0:
+        C.fill(0)
+        return
+    with nogil:
+        # row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T
+        sgemm(opb, opa, &N, &M, &K, &one, <float *>cnp.PyArray_DATA(B), &ldb,
+              <float *>cnp.PyArray_DATA(A), &lda, &zero, <float *>cnp.PyArray_DATA(C), &ldc)

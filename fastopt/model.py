@@ -1,7 +1,7 @@
 """A multilayer perceptron with Keras' ``compile`` / ``fit`` / ``evaluate``.
 
 The model is thin Python over fused kernels: matrix products go to BLAS
-(``numpy.matmul`` into preallocated buffers); bias + activation, their
+(SciPy's ``sgemm``, called from Cython into preallocated buffers); bias + activation, their
 backward, bias gradients, the loss with its gradient, and the optimizer
 update are fastopt kernels.  All parameters live in one
 :class:`~fastopt.flat.FlatParameters` (weights first, then biases), so the
@@ -234,7 +234,7 @@ class MLP:
         last = len(self.weights) - 1
         for k, (W, b) in enumerate(zip(self.weights, self.biases)):
             z = acts[k][:len(x)]
-            np.matmul(a, W, out=z)
+            K.gemm_(a, W, z)
             K.bias_activation_(z, b, self.activation if k < last else out_activation)
             a = z
         return a
@@ -262,11 +262,11 @@ class MLP:
         for k in range(len(self.weights) - 1, -1, -1):
             dz = grads[k][:n]
             a_prev = x if k == 0 else acts[k - 1][:n]
-            np.matmul(a_prev.T, dz, out=self._weight_grads[k])
+            K.gemm_(a_prev, dz, self._weight_grads[k], trans_a=True)
             K.bias_grad(dz, self._bias_grads[k])
             if k:
                 d_prev = grads[k - 1][:n]
-                np.matmul(dz, self.weights[k].T, out=d_prev)
+                K.gemm_(dz, self.weights[k], d_prev, trans_b=True)
                 K.activation_backward_(d_prev, acts[k - 1][:n], self.activation)
 
     def _gradients(self, x, y, acts, grads):

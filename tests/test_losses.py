@@ -304,3 +304,30 @@ def test_layer_kernel_errors():
         K.bias_activation_(z, np.zeros(3, np.float32), "relu")
     with pytest.raises(ValueError, match="out has shape"):
         K.activation_backward_(z, z[:2].copy(), "relu")
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
+                                             (True, True)])
+@pytest.mark.parametrize("m,k,n", [(1, 784, 32), (32, 20, 7), (5, 1, 3), (0, 3, 2), (3, 0, 2)])
+def test_gemm_matches_float64(trans_a, trans_b, m, k, n):
+    rng = np.random.default_rng(m * 100 + k + n)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    out = np.full((m, n), 9.0, np.float32)
+    fastopt._kernels.gemm_(a, b, out, trans_a=trans_a, trans_b=trans_b)
+    want = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_errors():
+    K = fastopt._kernels
+    a, b = np.ones((3, 4), np.float32), np.ones((5, 2), np.float32)
+    with pytest.raises(ValueError, match="inner dimensions differ"):
+        K.gemm_(a, b, np.empty((3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"out has shape \(3, 3\), expected \(3, 5\)"):
+        K.gemm_(a, np.ones((4, 5), np.float32), np.empty((3, 3), np.float32))
+    with pytest.raises(ValueError, match="a and out share memory"):
+        sq = np.ones((4, 4), np.float32)
+        K.gemm_(sq, np.ones((4, 4), np.float32), sq)
+    with pytest.raises(TypeError, match="b must have dtype float32"):
+        K.gemm_(a, np.ones((4, 2)), np.empty((3, 2), np.float32))
