@@ -12,12 +12,12 @@ with exactly the weights of an uninterrupted run.
 """
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from fastopt import optim, schedules
+from fastopt._io import atomic_savez
 from fastopt.optim.keras import KerasOptimizer
 
 _FORMAT = "fastopt.checkpoint/1"
@@ -101,19 +101,7 @@ def save(path, model, epoch, history=None, extra=None):
                                                  "epoch_seconds": history.epoch_seconds},
         "extra": extra,
     }
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".fastopt-ckpt-", suffix=".npz",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), params=model.params.data, **opt_arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_savez(path, meta=np.array(json.dumps(meta)), params=model.params.data, **opt_arrays)
 
 
 class Checkpoint:

@@ -11,13 +11,13 @@ training step.
 import json
 import math
 import os
-import tempfile
 import time
 import zipfile
 
 import numpy as np
 
 import fastopt._kernels as K
+from fastopt._io import atomic_savez
 from fastopt.flat import FlatParameters
 from fastopt.optim import keras as keras_optimizers
 from fastopt.optim._base import Optimizer
@@ -509,20 +509,8 @@ class MLP:
     def save(self, path):
         """Write architecture and weights to ``path`` (a NumPy ``.npz``),
         atomically: a failed save leaves any previous file intact."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".fastopt-", suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, format=np.array(_FORMAT), config=np.array(json.dumps(
-                    self.get_config())), params=self.params.data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_savez(path, format=np.array(_FORMAT),
+                     config=np.array(json.dumps(self.get_config())), params=self.params.data)
 
     @classmethod
     def load(cls, path):

@@ -1,0 +1,25 @@
+"""Writing files so that a failed write never destroys the previous one."""
+import os
+import tempfile
+
+import numpy as np
+
+
+def atomic_savez(path, **arrays):
+    """``numpy.savez`` to ``path`` atomically: written to a temporary file in
+    the same directory, flushed to disk, then renamed over ``path``.  On any
+    error the temporary file is removed and an existing ``path`` is left as
+    it was."""
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".fastopt-", suffix=".npz",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
