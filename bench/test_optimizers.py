@@ -109,3 +109,39 @@ def test_copy_bandwidth(benchmark, thread_limit, request):
     with thread_limit(1):
         benchmark(np.copyto, dst, src)
     assert dst[-1] == 1
+
+
+@pytest.mark.parametrize("impl", ["fastopt", "torch-fused"])
+@pytest.mark.parametrize("state", ["normal", "subnormal"])
+def test_adam_with_decayed_moments(benchmark, thread_limit, impl, state):
+    """Adam's second moment decays towards subnormals in long runs with small
+    gradients; fastopt flushes them (FTZ/DAZ) and keeps its speed, an x86
+    core without flushing slows down on them.  Group: 1M elements whose
+    exp_avg_sq starts normal (1e-30) or subnormal (1e-39), with gradients
+    small enough (1e-20) to keep it there."""
+    n = 1 << 20
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(n).astype(np.float32)
+    g0 = np.full(n, 1e-20, np.float32)
+    v0 = np.full(n, 1e-30 if state == "normal" else 1e-39, np.float32)
+    benchmark.group = "adam with decayed moments n=1048576 1t"
+    benchmark.extra_info.update({"impl": f"{impl} ({state} state)", "size": n, "threads": 1,
+                                 "bytes": 28 * n})
+    with thread_limit(1):
+        if impl == "fastopt":
+            p, g, m, v = p0.copy(), g0.copy(), np.zeros(n, np.float32), v0.copy()
+            steps = iter(range(1000, 10**9))
+            run = lambda: impls.fastopt.adam_(p, g, m, v, step=next(steps), lr=impls.LR)  # noqa
+        else:
+            if not _has_torch():
+                pytest.skip("torch is not installed")
+            import torch
+
+            t = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+            t.grad = torch.from_numpy(g0.copy())
+            opt = torch.optim.Adam([t], lr=impls.LR, fused=True)
+            opt.step()
+            opt.state[t]["exp_avg_sq"].copy_(torch.from_numpy(v0))
+            run = opt.step
+        run()
+        benchmark(run)

@@ -81,6 +81,11 @@ def calls(draw):
         hyper["nesterov"], hyper["dampening"] = True, 0.0
     if rule == "rmsprop_" and draw(st.booleans()):
         hyper["momentum"] = 0.0
+    if rule == "rmsprop_" and hyper["centered"]:
+        # the centred variance v - avg^2 ~ alpha (v0 + g^2) cancels two terms of
+        # size g^2: float32 rounding is amplified by 1/alpha, in any framework;
+        # keep the amplification (<= 100) within the comparison's tolerance
+        hyper["alpha"] = max(hyper["alpha"], 0.01)
     size = draw(st.integers(0, 40))
     names = list(positional)
     if rule == "rmsprop_":
