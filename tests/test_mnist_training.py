@@ -1,5 +1,4 @@
 """Training the seed model on real MNIST (the acceptance runs)."""
-import numpy as np
 import pytest
 
 from fastopt import MLP

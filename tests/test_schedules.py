@@ -1,7 +1,6 @@
 """Learning-rate schedules against Keras' and PyTorch's own values."""
 import os
 
-import numpy as np
 import pytest
 
 from fastopt import FlatParameters, optim, schedules
