@@ -21,7 +21,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 import fastopt  # noqa: E402
-import reference as ref  # noqa: E402
+from rules import SGD, Adagrad, Adam, RMSprop  # noqa: E402
 
 settings.register_profile("default", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -69,6 +69,7 @@ BAD_HYPER = {
     "centered": [(0, TypeError)],
     "decoupled_weight_decay": [("no", TypeError)],
 }
+RULE_BY_KERNEL = {"sgd_": SGD(), "adagrad_": Adagrad(), "rmsprop_": RMSprop(), "adam_": Adam()}
 STATE_NONNEG = {"state_sum", "square_avg", "exp_avg_sq", "max_exp_avg_sq"}
 
 
@@ -181,29 +182,12 @@ def _call(rule, hyper, arrays):
 
 
 def _expected(rule, hyper, arrays):
-    f64 = {k: np.asarray(v, np.float64).reshape(-1) for k, v in arrays.items()}
+    """The float64 reference's new state, through the shared rule descriptions."""
+    state = {k: np.asarray(v, np.float64).reshape(-1) for k, v in arrays.items()}
+    grad = state.pop("grad")
     h = dict(hyper)
-    if rule == "sgd_":
-        p, buf = ref.sgd(f64["param"], f64["grad"], f64.get("momentum_buf"), **h)
-        return {"param": p, **({"momentum_buf": buf} if "momentum_buf" in f64 else {})}
-    if rule == "adagrad_":
-        p, s = ref.adagrad(f64["param"], f64["grad"], f64["state_sum"], **h)
-        return {"param": p, "state_sum": s}
-    if rule == "rmsprop_":
-        p, v, b, a = ref.rmsprop(f64["param"], f64["grad"], f64["square_avg"],
-                                 f64.get("momentum_buf"), f64.get("grad_avg"), **h)
-        out = {"param": p, "square_avg": v}
-        if "momentum_buf" in f64:
-            out["momentum_buf"] = b
-        if "grad_avg" in f64:
-            out["grad_avg"] = a
-        return out
-    p, m, v, vm = ref.adam(f64["param"], f64["grad"], f64["exp_avg"], f64["exp_avg_sq"],
-                           f64.get("max_exp_avg_sq"), **h)
-    out = {"param": p, "exp_avg": m, "exp_avg_sq": v}
-    if "max_exp_avg_sq" in f64:
-        out["max_exp_avg_sq"] = vm
-    return out
+    step = h.pop("step", 1)
+    return RULE_BY_KERNEL[rule].reference(state, grad, h, step)
 
 
 @given(calls())
