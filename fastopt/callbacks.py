@@ -119,7 +119,7 @@ class ModelCheckpoint(Callback):
     def on_epoch_end(self, epoch, logs=None):
         from fastopt.checkpoint import save
 
-        save(self.path, self.model, epoch + 1, self.model._running_history, self.extra)
+        save(self.path, self.model, epoch + 1, self.model.history, self.extra)
 
 
 class ProgressBar(Callback):

@@ -251,7 +251,7 @@ def _cmd_train(args):
             "val_loss" if cfg["validation_split"] else "loss",
             patience=cfg["early_stopping"], restore_best_weights=True))
     verbose = 1 if sys.stderr.isatty() and not args.quiet else (0 if args.quiet else 2)
-    checkpoint = args.checkpoint or args.resume
+    checkpoint = args.checkpoint  # main() defaults it to --resume's file
     with _threads(args.threads):
         start = time.perf_counter()
         if checkpoint:  # the checkpoint also keeps this run's settings, for --resume

@@ -294,11 +294,7 @@ class MLP:
 
     def train_on_batch(self, x, y):
         """One optimizer step on one batch; returns its mean loss."""
-        self._require_compiled()
-        x = self._inputs(x)
-        y = self._targets(y, len(x))
-        acts, grads = self._buffers(len(x))
-        loss, _ = self._gradients(x, y, acts, grads)
+        loss = self.compute_gradients(x, y)
         self.optimizer.step()
         return loss
 
@@ -383,7 +379,6 @@ class MLP:
         resumed = initial_epoch and self.history is not None \
             and len(self.history.epoch) == initial_epoch
         history = self.history if resumed else History()
-        self._running_history = history
         self.stop_training = False
         for c in callbacks:
             c.set_model(self)

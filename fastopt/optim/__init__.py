@@ -7,9 +7,9 @@ follow PyTorch (names, defaults, rules, parameter groups, ``state_dict``);
 group per step, or plain ``(param, grad)`` array pairs.
 """
 from fastopt.optim import keras
-from fastopt.optim._base import Optimizer, global_grad_norm
+from fastopt.optim._base import Optimizer
 from fastopt.optim._torch_like import SGD, Adagrad, Adam, AdamW, RMSprop
-from fastopt.optim.clip import clip_grad_norm_, clip_grad_value_
+from fastopt.optim.clip import clip_grad_norm_, clip_grad_value_, global_grad_norm
 
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "clip_grad_norm_",
            "clip_grad_value_", "global_grad_norm", "keras"]

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from fastopt._kernels import all_finite, sum_squares
+from fastopt._kernels import all_finite
 from fastopt.flat import FlatParameters, aligned_zeros
 
 _EMPTY = np.empty(0, np.float32)
@@ -348,11 +348,3 @@ def _is_group_list(params):
         return all(isinstance(g, dict) for g in params)
     return False
 
-
-def global_grad_norm(optimizer):
-    """The L2 norm of every gradient an optimizer updates (double accumulated)."""
-    total = 0.0
-    for spans in optimizer._spans:
-        for span in spans:
-            total += sum_squares(span.grad)
-    return math.sqrt(total)

@@ -33,6 +33,12 @@ def _grads(grads):
     return out
 
 
+def global_grad_norm(grads):
+    """The L2 norm of all gradients together (a FlatParameters, an
+    optimizer's gradients, or float32 arrays), accumulated in double."""
+    return math.sqrt(sum(sum_squares(g) for g in _grads(grads)))
+
+
 def clip_grad_norm_(grads, max_norm, error_if_nonfinite=True):
     """Scale all gradients together so their global L2 norm is at most
     ``max_norm``; returns the norm before clipping.
@@ -46,7 +52,7 @@ def clip_grad_norm_(grads, max_norm, error_if_nonfinite=True):
             or not (math.isfinite(max_norm) and max_norm > 0):
         raise ValueError(f"max_norm must be a finite number > 0, got {max_norm!r}")
     arrays = _grads(grads)
-    norm = math.sqrt(sum(sum_squares(g) for g in arrays))
+    norm = global_grad_norm(arrays)
     if not math.isfinite(norm):
         if error_if_nonfinite:
             raise FloatingPointError(f"the global gradient norm is {norm}; the gradients "

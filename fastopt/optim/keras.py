@@ -28,6 +28,7 @@ import numpy as np
 import fastopt._kernels as K
 from fastopt.flat import aligned_zeros
 from fastopt.optim._base import Optimizer
+from fastopt.optim.clip import global_grad_norm
 
 _UNBUILT = "the optimizer is not built yet: call build(params) (or apply_gradients) first"
 
@@ -136,7 +137,7 @@ class KerasOptimizer(Optimizer):
                     if norm > self.clipnorm:
                         view *= np.float32(self.clipnorm / norm)
         elif self.global_clipnorm is not None:
-            norm = math.sqrt(sum(K.sum_squares(span.grad) for span in spans))
+            norm = global_grad_norm(self)
             if not math.isfinite(norm):
                 raise FloatingPointError(f"the global gradient norm is {norm}; step skipped, "
                                          f"parameters unchanged")
