@@ -43,7 +43,9 @@ class BuildExt(build_ext):
                 cflags.append("/openmp")
         else:
             cflags = ["-O0", "-g"] if DEBUG else ["-O3"]
-            cflags += ["-fno-math-errno", "-ffp-contract=off", "-fno-strict-aliasing"]
+            # -fopenmp-simd: honour `omp simd` (FO_SIMD) even without OpenMP
+            cflags += ["-fno-math-errno", "-ffp-contract=off", "-fno-strict-aliasing",
+                       "-fopenmp-simd"]
             ldflags = []
             if OPENMP:
                 cflags.append("-fopenmp")

@@ -64,7 +64,18 @@ cdef extern from "_fastopt_kernels.h" nogil:
 
     ctypedef struct fo_table:
         const char *name
-        fo_kernel_fn sgd, adagrad, rmsprop, adam, sumsq, nonfinite
+        fo_kernel_fn sgd, adagrad, rmsprop, adam, sumsq, nonfinite, xent
+
+    ctypedef struct fo_xent_args:
+        const float *z
+        const long long *label
+        const float *target
+        float *grad
+        double *row_loss
+        Py_ssize_t classes
+        long long ignore
+        double keep, smooth, scale
+        double total
 
     ctypedef struct fo_nonfinite_args:
         const float *x

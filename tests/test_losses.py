@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastopt
+from fastopt import _kernels
 
 RNG = np.random.default_rng(0)
 
@@ -115,6 +116,91 @@ def test_softmax_cross_entropy_accumulates_in_double():
     many = fastopt.softmax_cross_entropy(np.zeros((4096, 2), np.float32), np.zeros(4096, int),
                                          reduction="sum")
     assert many == pytest.approx(4096 * np.log(2), rel=1e-12)
+
+
+_SHAPES = [(0, 10), (1, 1), (5, 3), (205, 10), (1000, 10), (7, 300), (3, 2048), (4, 3000)]
+
+
+def _ce_case(shape, targets, seed=0):
+    rng = np.random.default_rng(seed)
+    z = (rng.standard_normal(shape) * 4).astype(np.float32)
+    n, c = shape
+    if targets == "probabilities":
+        return z, rng.dirichlet(np.ones(c), n).astype(np.float32) if n else np.zeros(shape, np.float32)
+    labels = rng.integers(0, c, n)
+    if targets == "sparse-ignore" and n:
+        labels[::3] = -100
+    return z, labels
+
+
+@pytest.mark.parametrize("targets", ["sparse", "sparse-ignore", "probabilities"])
+@pytest.mark.parametrize("shape", _SHAPES, ids=[f"{n}x{c}" for n, c in _SHAPES])
+def test_softmax_cross_entropy_is_close_to_float64(shape, targets):
+    """Loss and gradient against the float64 oracle, to float32 rounding:
+    rows are processed in blocks (and long rows on the heap), every size."""
+    z, labels = _ce_case(shape, targets)
+    grad = np.empty_like(z)
+    per = fastopt.softmax_cross_entropy(z, labels, grad, reduction="none", label_smoothing=0.1)
+    z64 = z.astype(np.float64)
+    n, c = shape
+    lse = np.log(np.exp(z64 - z64.max(1, keepdims=True)).sum(1)) + z64.max(1) if n else z64[:, 0]
+    if labels.ndim == 1:
+        keep = labels != -100
+        t = np.zeros_like(z64)
+        t[np.arange(n)[keep], labels[keep]] = 1
+    else:
+        keep = np.ones(n, bool)
+        t = labels.astype(np.float64)
+    t = 0.9 * t + 0.1 / c
+    want = np.where(keep, (t * (lse[:, None] - z64)).sum(1), 0.0)
+    # e is rounded to float32 (2**-24 relative), so lse is good to ~6e-8
+    np.testing.assert_allclose(per, want, rtol=0, atol=2e-7)
+    p = np.exp(z64 - lse[:, None])
+    want_grad = np.where(keep[:, None], p * t.sum(1, keepdims=True) - t, 0.0)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=2e-7)
+
+
+@pytest.mark.parametrize("targets", ["sparse-ignore", "probabilities"])
+@pytest.mark.parametrize("shape", [(1000, 10), (7, 300), (4, 3000)], ids=str)
+def test_softmax_cross_entropy_simd_levels_and_blocks_are_bit_identical(shape, targets):
+    """The same bits for every SIMD level, and for a row whatever block it
+    falls in: the batch against the rows one at a time."""
+    z, labels = _ce_case(shape, targets, seed=5)
+    levels = _kernels.simd_levels()
+    results = {}
+    try:
+        for level in levels:
+            _kernels.set_simd_level(level)
+            grad = np.empty_like(z)
+            per = fastopt.softmax_cross_entropy(z, labels, grad, reduction="none")
+            results[level] = per, grad
+    finally:
+        _kernels.set_simd_level(levels[-1])
+    for level in levels[:-1]:
+        np.testing.assert_array_equal(results[level][0], results[levels[-1]][0])
+        np.testing.assert_array_equal(results[level][1], results[levels[-1]][1])
+    per, grad = results[levels[-1]]
+    for i in range(0, shape[0], max(1, shape[0] // 17)):
+        row_grad = np.empty_like(z[i:i + 1])
+        row = fastopt.softmax_cross_entropy(z[i:i + 1], labels[i:i + 1], row_grad,
+                                            reduction="none")
+        assert row[0] == per[i]
+        np.testing.assert_array_equal(row_grad[0], grad[i])
+
+
+def test_softmax_cross_entropy_nan_stays_in_its_row():
+    z, labels = _ce_case((300, 10), "sparse", seed=2)
+    z[[0, 17, 299], [3, 0, 9]] = np.nan
+    z[40, 2] = np.inf
+    grad = np.empty_like(z)
+    per = fastopt.softmax_cross_entropy(z, labels, grad, reduction="none")
+    bad = np.zeros(300, bool)
+    bad[[0, 17, 40, 299]] = True
+    assert np.isnan(per[bad]).all() and np.isfinite(per[~bad]).all()
+    assert np.isnan(grad[bad]).all() and np.isfinite(grad[~bad]).all()
+    # the loss without a gradient output is the same
+    assert np.array_equal(per, fastopt.softmax_cross_entropy(z, labels, reduction="none"),
+                          equal_nan=True)
 
 
 @pytest.mark.parametrize("labels,exc,match", [
