@@ -6,8 +6,9 @@ The element-wise update rules live in ``_fastopt_kernels.h`` (one body per
 rule, compiled for AVX-512, AVX2 and the SSE2 baseline, chosen at import).
 This module checks every argument before any memory is touched, turns the
 hyperparameters into the scalars the C bodies take (bias corrections in
-double precision from ``step`` on every call), and runs the kernel without
-the GIL.
+double precision from ``step`` on every call), and runs the kernel -- without
+the GIL from 16,384 elements up (below that, releasing and retaking the GIL
+costs more than the update).
 
 Every kernel takes ``grad_scale`` (default 1): the gradient is multiplied by
 it, in the same pass, before the rule is applied -- how gradient clipping by
@@ -126,6 +127,10 @@ cdef extern from *:
 # --------------------------------------------------------------------------
 # Argument checking.  Every message names the argument and what was expected.
 
+# Kernels on fewer elements than this keep the GIL (a few microseconds of work).
+cdef enum:
+    _NOGIL_MIN = 16384
+
 _REAL_TYPES = (float, int, np.floating, np.integer)
 _INT_TYPES = (int, np.integer)
 _BOOL_TYPES = (bool, np.bool_)
@@ -178,7 +183,8 @@ cdef bint _flag(object value, str name) except -1:
 
 
 cdef long long _step(object value, str name) except -1:
-    if isinstance(value, _BOOL_TYPES) or not isinstance(value, _INT_TYPES):
+    if type(value) is not int and (isinstance(value, _BOOL_TYPES)
+                                   or not isinstance(value, _INT_TYPES)):
         raise TypeError(f"{name} must be an int (the 1-based step count), got {_show(value)}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1 (the 1-based step count), got {value!r}")
@@ -262,15 +268,26 @@ cdef object _run(fo_kernel_fn fn, const void *args, const float *grad, Py_ssize_
     """Run an update; with ``skip_nonfinite`` scan the gradient first and
     write nothing if it holds nan or inf.  Returns None, or whether the step
     was skipped."""
+    cdef int bad
+    # Releasing and retaking the GIL costs more than a small update itself.
+    if n >= _NOGIL_MIN:
+        with nogil:
+            bad = _scan_and_update(fn, args, grad, n, skip_nonfinite)
+    else:
+        bad = _scan_and_update(fn, args, grad, n, skip_nonfinite)
+    return bool(bad) if skip_nonfinite else None
+
+
+cdef inline int _scan_and_update(fo_kernel_fn fn, const void *args, const float *grad,
+                                 Py_ssize_t n, bint skip_nonfinite) noexcept nogil:
     cdef int bad = 0
     cdef fo_nonfinite_args scan
     scan.x = grad
-    with nogil:
-        if skip_nonfinite and n:
-            bad = fo_run(fo_active.nonfinite, &scan, n)
-        if not bad and n:
-            fo_run(fn, args, n)
-    return bool(bad) if skip_nonfinite else None
+    if skip_nonfinite and n:
+        bad = fo_run(fo_active.nonfinite, &scan, n)
+    if not bad and n:
+        fo_run(fn, args, n)
+    return bad
 
 
 # --------------------------------------------------------------------------
