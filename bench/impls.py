@@ -33,13 +33,28 @@ def _state_names(rule):
             "rmsprop": ["sq"], "adam": ["m", "v"], "amsgrad": ["m", "v", "vmax"]}[rule]
 
 
-def make_fastopt(rule, p0, g0):
-    """One lean closure per rule: the timing is the kernel call, not Python."""
+def make_fastopt(rule, p0, g0, bound=False):
+    """One lean closure per rule: the timing is the kernel call, not Python.
+    With ``bound``, the call is checked once by ``fastopt.bind`` and each
+    step runs the BoundUpdate."""
     import itertools
 
     p, g = p0.copy(), g0.copy()
     s = {k: np.zeros_like(p) for k in _state_names(rule)}
     steps = itertools.count(1)
+    if bound:
+        kernel, state, hyper = {
+            "sgd": (fastopt.sgd_, [], dict(lr=LR)),
+            "momentum": (fastopt.sgd_, ["buf"], dict(lr=LR, momentum=MU)),
+            "nesterov": (fastopt.sgd_, ["buf"], dict(lr=LR, momentum=MU, nesterov=True)),
+            "adagrad": (fastopt.adagrad_, ["sum"], dict(lr=LR)),
+            "rmsprop": (fastopt.rmsprop_, ["sq"], dict(lr=LR, alpha=ALPHA, eps=EPS)),
+            "adam": (fastopt.adam_, ["m", "v"], dict(lr=LR)),
+            "amsgrad": (fastopt.adam_, ["m", "v"], dict(lr=LR, amsgrad=True,
+                                                      max_exp_avg_sq=s.get("vmax"))),
+        }[rule]
+        update = fastopt.bind(kernel, p, g, *[s[k] for k in state], **hyper)
+        return (lambda: update(next(steps))), lambda: p
     if rule == "sgd":
         step = lambda: fastopt.sgd_(p, g, lr=LR)  # noqa: E731
     elif rule in ("momentum", "nesterov"):

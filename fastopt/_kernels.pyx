@@ -291,6 +291,203 @@ cdef inline int _scan_and_update(fo_kernel_fn fn, const void *args, const float 
 
 
 # --------------------------------------------------------------------------
+# What the step number changes, in one place for the functional kernels and
+# for BoundUpdate.
+
+cdef inline void _sgd_at_step(fo_sgd_args *a, bint keras, long long t) noexcept nogil:
+    # PyTorch starts the momentum buffer from the first gradient; Keras' starts at 0.
+    a.first = (not keras) and t == 1
+
+
+cdef inline void _adagrad_at_step(fo_adagrad_args *a, double lr, double decay,
+                                  long long t) noexcept nogil:
+    a.neg_clr = -(lr / (1.0 + <double>(t - 1) * decay))
+
+
+cdef inline void _adam_at_step(fo_adam_args *a, double lr, double b1, double b2, bint keras,
+                               long long t) noexcept nogil:
+    # Bias corrections in double from t on every call (no running product).
+    cdef double bc1 = 1.0 - pow(b1, <double>t)
+    cdef double bc2 = 1.0 - pow(b2, <double>t)
+    if keras:
+        a.neg_step = -(lr * sqrt(bc2) / bc1)
+        a.dscale = 1.0
+    else:
+        a.neg_step = -(lr / bc1)
+        a.dscale = 1.0 / sqrt(bc2)
+
+
+cdef enum _Rule:
+    RULE_SGD
+    RULE_ADAGRAD
+    RULE_RMSPROP
+    RULE_ADAM
+
+cdef enum:
+    _MAX_BUFFERS = 5
+
+
+cdef class BoundUpdate:
+    """An update kernel bound to its buffers and hyperparameters, checked once.
+
+    Made by :func:`bind`.  Calling it runs one step of the bound rule,
+    exactly as the functional kernel would with the same arguments, without
+    parsing and checking them again: ``update(step)`` or ``update(step,
+    grad_scale)``.  ``step`` is required for Adam and Adagrad (it sets the
+    bias corrections and the learning-rate decay); ``grad_scale`` defaults
+    to the value given to :func:`bind`.  It returns what the kernel returns
+    (None, or with ``skip_nonfinite`` whether the step was skipped).
+
+    On every call it checks, in C, that each buffer is still the memory it
+    was bound to (same data pointer, size, float32, C-contiguous, writable
+    where written); an array resized or re-flagged since raises ValueError
+    instead of writing through a stale pointer.  The buffers are kept alive
+    by the object.  To change a hyperparameter (a new learning rate from a
+    schedule), bind again or call the functional kernel.
+    """
+    cdef _Rule rule
+    cdef tuple buffers
+    cdef void *data[_MAX_BUFFERS]
+    cdef bint writes[_MAX_BUFFERS]
+    cdef Py_ssize_t n
+    cdef bint skip, maximize, keras
+    cdef double grad_scale, lr, beta1, beta2, lr_decay
+    cdef fo_sgd_args sgd
+    cdef fo_adagrad_args adagrad
+    cdef fo_rmsprop_args rmsprop
+    cdef fo_adam_args adam
+
+    def __cinit__(self):
+        self.buffers = ()
+
+    cdef _hold(self, _Rule rule, tuple buffers, Py_ssize_t n, bint skip, bint maximize,
+               double grad_scale, double lr, double beta1, double beta2, double lr_decay,
+               bint keras):
+        """Keep the checked buffers (None where unused; param first, grad
+        second and the only one read-only) and the scalars a call needs."""
+        cdef Py_ssize_t i
+        self.rule = rule
+        self.buffers = buffers
+        for i in range(len(buffers)):
+            self.data[i] = NULL if buffers[i] is None else cnp.PyArray_DATA(<cnp.ndarray>buffers[i])
+            self.writes[i] = i != 1
+        self.n = n
+        self.skip = skip
+        self.maximize = maximize
+        self.grad_scale = grad_scale
+        self.lr = lr
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.lr_decay = lr_decay
+        self.keras = keras
+
+    cdef int _check_buffers(self) except -1:
+        cdef Py_ssize_t i
+        cdef cnp.ndarray a
+        for i in range(len(self.buffers)):
+            if self.buffers[i] is None:
+                continue
+            a = <cnp.ndarray>self.buffers[i]
+            if (cnp.PyArray_DATA(a) != self.data[i] or cnp.PyArray_SIZE(a) != self.n
+                    or cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+                    or (self.writes[i] and not cnp.PyArray_ISWRITEABLE(a))):
+                raise ValueError(f"buffer {i} of this BoundUpdate is no longer the float32, "
+                                 f"C-contiguous{', writable' if self.writes[i] else ''} "
+                                 f"memory it was bound to (resized, re-typed or made "
+                                 f"read-only since bind()); bind again")
+        return 0
+
+    def __call__(self, step=None, grad_scale=None):
+        if not self.buffers:
+            raise TypeError("a BoundUpdate is made by fastopt.bind()")
+        cdef long long t = 1
+        if step is not None:
+            t = _step(step, "step")
+        elif self.rule == RULE_ADAM or self.rule == RULE_ADAGRAD:
+            raise TypeError("step is required (the 1-based step count sets the bias "
+                            "corrections and the learning-rate decay)")
+        cdef double gs = self.grad_scale if grad_scale is None else _finite(grad_scale,
+                                                                            "grad_scale")
+        cdef float gscale = -gs if self.maximize else gs
+        self._check_buffers()
+        if self.rule == RULE_ADAM:
+            self.adam.gscale = gscale
+            _adam_at_step(&self.adam, self.lr, self.beta1, self.beta2, self.keras, t)
+            return _run(fo_active.adam, &self.adam, self.adam.g, self.n, self.skip)
+        if self.rule == RULE_SGD:
+            self.sgd.gscale = gscale
+            _sgd_at_step(&self.sgd, self.keras, t)
+            return _run(fo_active.sgd, &self.sgd, self.sgd.g, self.n, self.skip)
+        if self.rule == RULE_ADAGRAD:
+            self.adagrad.gscale = gscale
+            _adagrad_at_step(&self.adagrad, self.lr, self.lr_decay, t)
+            return _run(fo_active.adagrad, &self.adagrad, self.adagrad.g, self.n, self.skip)
+        self.rmsprop.gscale = gscale
+        return _run(fo_active.rmsprop, &self.rmsprop, self.rmsprop.g, self.n, self.skip)
+
+    def __repr__(self):
+        names = ("sgd_", "adagrad_", "rmsprop_", "adam_")
+        if not self.buffers:
+            return "<BoundUpdate (unbound)>"
+        return f"<BoundUpdate {names[<int>self.rule]} over {self.n} elements>"
+
+
+def bind(kernel, *args, **kwargs):
+    """Check the arguments of an update kernel once and return a
+    :class:`BoundUpdate` that runs it with them.
+
+    ``kernel`` is one of :func:`sgd_`, :func:`adagrad_`, :func:`rmsprop_`,
+    :func:`adam_`, :func:`adamw_`; the other arguments are that kernel's,
+    checked exactly as a call would check them (``step``, if given, is only
+    checked: each call passes its own).  Nothing is written until the
+    BoundUpdate is called.
+
+    A call skips argument parsing and checking, which is most of the cost
+    of updating a small buffer::
+
+        update = fastopt.bind(fastopt.adam_, p, g, m, v, lr=1e-3)
+        for t in range(1, steps + 1):
+            ...                      # write the gradient into g
+            update(t)
+    """
+    import inspect
+
+    if kernel not in (sgd_, adagrad_, rmsprop_, adam_, adamw_):
+        raise TypeError("kernel must be one of fastopt.sgd_, adagrad_, rmsprop_, adam_ or "
+                        f"adamw_, got {_show(kernel)}")
+    sig = inspect.signature(kernel)
+    if "step" in sig.parameters and "step" not in kwargs:
+        kwargs["step"] = 1
+    try:
+        bound = sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"bind({kernel.__name__}, ...): {exc}") from None
+    bound.apply_defaults()
+    a = bound.arguments
+    cdef BoundUpdate out = BoundUpdate.__new__(BoundUpdate)
+    if kernel is sgd_:
+        return _sgd(a["param"], a["grad"], a["momentum_buf"], a["lr"], a["momentum"],
+                    a["dampening"], a["nesterov"], a["weight_decay"], a["maximize"], a["step"],
+                    a["decoupled_weight_decay"], a["grad_scale"], a["skip_nonfinite"],
+                    a["convention"], out)
+    if kernel is adagrad_:
+        return _adagrad(a["param"], a["grad"], a["state_sum"], a["step"], a["lr"],
+                        a["lr_decay"], a["weight_decay"], a["eps"], a["maximize"],
+                        a["decoupled_weight_decay"], a["grad_scale"], a["skip_nonfinite"],
+                        a["convention"], out)
+    if kernel is rmsprop_:
+        return _rmsprop(a["param"], a["grad"], a["square_avg"], a["lr"], a["alpha"], a["eps"],
+                        a["weight_decay"], a["momentum"], a["momentum_buf"], a["centered"],
+                        a["grad_avg"], a["maximize"], a["decoupled_weight_decay"],
+                        a["grad_scale"], a["skip_nonfinite"], a["convention"], out)
+    return _adam(a["param"], a["grad"], a["exp_avg"], a["exp_avg_sq"], a["step"], a["lr"],
+                 a["beta1"], a["beta2"], a["eps"], a["weight_decay"],
+                 a.get("decoupled_weight_decay", True), a["amsgrad"], a["max_exp_avg_sq"],
+                 a["maximize"], a["grad_scale"], a["skip_nonfinite"], a["convention"], out)
+
+
+# --------------------------------------------------------------------------
 # The public functional kernels.
 
 
@@ -326,6 +523,14 @@ def sgd_(param, grad, momentum_buf=None, *, lr, momentum=0.0, dampening=0.0,
     and left untouched when ``momentum == 0``.  ``nesterov`` needs
     ``momentum > 0`` and ``dampening == 0``.
     """
+    return _sgd(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay,
+                maximize, step, decoupled_weight_decay, grad_scale, skip_nonfinite,
+                convention, None)
+
+
+cdef _sgd(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay,
+          maximize, step, decoupled_weight_decay, grad_scale, skip_nonfinite, convention,
+          BoundUpdate out):
     cdef bint keras = _keras(convention)
     cdef double lr_ = _nonneg(lr, "lr")
     cdef double mu = _nonneg(momentum, "momentum")
@@ -364,15 +569,18 @@ def sgd_(param, grad, momentum_buf=None, *, lr, momentum=0.0, dampening=0.0,
     a.mu = mu
     a.nesterov = nest
     if keras:
-        a.first = 0
         a.c = -lr_
         a.nd = -lr_
         a.s = 1.0 if b is not None else -lr_
     else:
-        a.first = t == 1
         a.c = 1.0 - damp
         a.nd = 1.0
         a.s = -lr_
+    if out is not None:
+        out._hold(RULE_SGD, (p, g, b), n, skip, maxi, gs, lr_, 0.0, 0.0, 0.0, keras)
+        out.sgd = a
+        return out
+    _sgd_at_step(&a, keras, t)
     return _run(fo_active.sgd, &a, a.g, n, skip)
 
 
@@ -396,6 +604,12 @@ def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_deca
     ``decoupled_weight_decay=True`` replaces the L2 term by
     ``param = param * (1 - lr * weight_decay)`` before the update.
     """
+    return _adagrad(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize,
+                    decoupled_weight_decay, grad_scale, skip_nonfinite, convention, None)
+
+
+cdef _adagrad(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize,
+              decoupled_weight_decay, grad_scale, skip_nonfinite, convention, BoundUpdate out):
     cdef bint keras = _keras(convention)
     cdef long long t = _step(step, "step")
     cdef double lr_ = _nonneg(lr, "lr")
@@ -424,7 +638,11 @@ def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_deca
     a.wd = wd
     a.eps = eps_
     a.eps_inside = keras
-    a.neg_clr = -(lr_ / (1.0 + <double>(t - 1) * decay))
+    if out is not None:
+        out._hold(RULE_ADAGRAD, (p, g, s), n, skip, maxi, gs, lr_, 0.0, 0.0, decay, keras)
+        out.adagrad = a
+        return out
+    _adagrad_at_step(&a, lr_, decay, t)
     return _run(fo_active.adagrad, &a, a.g, n, skip)
 
 
@@ -460,6 +678,14 @@ def rmsprop_(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_d
     ``centered``.  ``decoupled_weight_decay=True`` replaces the L2 term by
     ``param = param * (1 - lr * weight_decay)`` before the update.
     """
+    return _rmsprop(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
+                    momentum_buf, centered, grad_avg, maximize, decoupled_weight_decay,
+                    grad_scale, skip_nonfinite, convention, None)
+
+
+cdef _rmsprop(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum, momentum_buf,
+              centered, grad_avg, maximize, decoupled_weight_decay, grad_scale,
+              skip_nonfinite, convention, BoundUpdate out):
     cdef bint keras = _keras(convention)
     cdef double lr_ = _nonneg(lr, "lr")
     cdef double alpha_ = _unit(alpha, "alpha", True)
@@ -512,12 +738,17 @@ def rmsprop_(param, grad, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_d
     else:
         a.c = 1.0
         a.s = -lr_
+    if out is not None:
+        out._hold(RULE_RMSPROP, (p, g, sq, b, ga), n, skip, maxi, gs, lr_, 0.0, 0.0, 0.0,
+                  keras)
+        out.rmsprop = a
+        return out
     return _run(fo_active.rmsprop, &a, a.g, n, skip)
 
 
 cdef _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
            decoupled_weight_decay, amsgrad, max_exp_avg_sq, maximize, grad_scale,
-           skip_nonfinite, convention):
+           skip_nonfinite, convention, BoundUpdate out):
     cdef bint keras = _keras(convention)
     cdef long long t = _step(step, "step")
     cdef double lr_ = _nonneg(lr, "lr")
@@ -545,9 +776,6 @@ cdef _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight
         vm = _state(max_exp_avg_sq, "max_exp_avg_sq", n)
     _disjoint((p, g, m, v, vm), ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
 
-    # Bias corrections in double from t on every call (no running product).
-    cdef double bc1 = 1.0 - pow(b1, <double>t)
-    cdef double bc2 = 1.0 - pow(b2, <double>t)
     cdef fo_adam_args a
     a.p = _f32(p)
     a.g = _f32(g)
@@ -562,12 +790,11 @@ cdef _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight
     a.beta2 = b2
     a.one_m_beta2 = 1.0 - b2
     a.eps = eps_
-    if keras:
-        a.neg_step = -(lr_ * sqrt(bc2) / bc1)
-        a.dscale = 1.0
-    else:
-        a.neg_step = -(lr_ / bc1)
-        a.dscale = 1.0 / sqrt(bc2)
+    if out is not None:
+        out._hold(RULE_ADAM, (p, g, m, v, vm), n, skip, maxi, gs, lr_, b1, b2, 0.0, keras)
+        out.adam = a
+        return out
+    _adam_at_step(&a, lr_, b1, b2, keras, t)
     return _run(fo_active.adam, &a, a.g, n, skip)
 
 
@@ -597,7 +824,7 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
     """
     return _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
                  decoupled_weight_decay, amsgrad, max_exp_avg_sq, maximize, grad_scale,
-                 skip_nonfinite, convention)
+                 skip_nonfinite, convention, None)
 
 
 def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
@@ -609,7 +836,7 @@ def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=
     """
     return _adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
                  True, amsgrad, max_exp_avg_sq, maximize, grad_scale, skip_nonfinite,
-                 convention)
+                 convention, None)
 
 
 def all_finite(x):
