@@ -82,7 +82,7 @@ def softmax_cross_entropy(logits, labels, grad=None, *, reduction="mean", label_
     cdef bint sparse = labels.dtype.kind in "iu"
     cdef cnp.ndarray y
     cdef long long[::1] yi
-    cdef Py_ssize_t i, c, count = N
+    cdef Py_ssize_t i, count = N
     if sparse:
         if labels.shape != (N,):
             raise ValueError(f"integer labels must have shape ({N},) to match logits, "

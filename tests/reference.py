@@ -1,4 +1,5 @@
-"""Float64 NumPy reference implementations of every update rule (the oracle).
+"""Float64 NumPy reference implementations of every update rule and of the
+softmax cross-entropy (the oracle).
 
 Written from ``shared/reference/optimizer-semantics.md`` in the frameworks'
 own terms (not in the folded scalars the kernels use), so that a mistake in
@@ -93,3 +94,30 @@ def adam(p, g, m, v, vmax=None, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
         alpha_t = lr * np.sqrt(bc2) / bc1
         return p - alpha_t * m / (np.sqrt(w) + eps), m, v, vmax
     return p - (lr / bc1) * m / (np.sqrt(w) / np.sqrt(bc2) + eps), m, v, vmax
+
+
+def softmax_cross_entropy(z, labels, smoothing=0.0, ignore=-100):
+    """Softmax cross-entropy from logits ``z`` (n, C), as
+    ``torch.nn.functional.cross_entropy`` defines it.
+
+    ``labels`` are integer classes (n,) or probability targets (n, C); with
+    ``smoothing`` s the target is ``(1 - s) * target + s / C``.  Returns the
+    per-row losses, the gradient of their sum with respect to ``z``, and
+    the mask of counted rows: a row whose integer label is ``ignore`` gets
+    loss 0 and gradient 0 and is not counted.
+    """
+    z = np.asarray(z, np.float64)
+    n, c = z.shape
+    top = z.max(1, keepdims=True)
+    lse = np.log(np.exp(z - top).sum(1, keepdims=True)) + top
+    if labels.ndim == 1:
+        keep = labels != ignore
+        t = np.zeros_like(z)
+        t[np.arange(n)[keep], labels[keep]] = 1
+    else:
+        keep = np.ones(n, bool)
+        t = labels.astype(np.float64)
+    t = (1 - smoothing) * t + smoothing / c
+    per = np.where(keep, (t * (lse - z)).sum(1), 0.0)
+    grad = np.where(keep[:, None], np.exp(z - lse) * t.sum(1, keepdims=True) - t, 0.0)
+    return per, grad, keep
