@@ -426,6 +426,9 @@ FO_INLINE int fo_xent_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
     const ptrdiff_t C = a->classes;
     ptrdiff_t R = FO_XENT_BLOCK / C;
     R = R < 1 ? 1 : (R > FO_XENT_ROWS ? FO_XENT_ROWS : R);
+    /* whole 16-row vectors: a block's leftover rows would run the scalar
+     * remainder of every column loop (12 of 204 rows cost 11% at C = 10) */
+    R = R >= 16 ? R & ~(ptrdiff_t)15 : R;
     const long long *restrict Y = a->label;
     const float *restrict T = a->target;
     float *restrict G = a->grad;

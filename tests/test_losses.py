@@ -109,7 +109,9 @@ def test_softmax_cross_entropy_accumulates_in_double():
     assert many == pytest.approx(4096 * np.log(2), rel=1e-12)
 
 
-_SHAPES = [(0, 10), (1, 1), (5, 3), (205, 10), (1000, 10), (7, 300), (3, 2048), (4, 3000)]
+# blocks of 192 rows at 10 classes, 16 at 120 (17 rounded down), 6 at 300
+_SHAPES = [(0, 10), (1, 1), (5, 3), (205, 10), (1000, 10), (37, 120), (7, 300), (3, 2048),
+           (4, 3000)]
 
 
 def _ce_case(shape, targets, seed=0):
