@@ -178,8 +178,9 @@ class MLP:
             raise ValueError(f"{name} must have shape (N, {self.layer_sizes[0]}) or "
                              f"(N, ...) with {self.layer_sizes[0]} values per sample, "
                              f"got {x.shape}")
-        x = np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32)
-        if not np.isfinite(x).all():
+        # aligned too, for the kernels; all_finite scans without a temporary
+        x = np.require(x.reshape(len(x), -1), np.float32, ["C", "A"])
+        if not K.all_finite(x):
             raise ValueError(f"{name} holds nan or inf")
         return x
 
@@ -212,8 +213,8 @@ class MLP:
                     if y.ndim == 1 else "")
             raise ValueError(f"{name} must have shape ({n}, {out}) for {self.loss}, "
                              f"got {y.shape}{hint}")
-        y = np.ascontiguousarray(y, dtype=np.float32)
-        if not np.isfinite(y).all():
+        y = np.require(y, np.float32, ["C", "A"])
+        if not K.all_finite(y):
             raise ValueError(f"{name} holds nan or inf")
         return y
 

@@ -171,6 +171,24 @@ def test_inputs_are_converted_once_any_real_dtype_and_image_shape():
     np.testing.assert_allclose(p.sum(1), 1, rtol=1e-6)
 
 
+def test_big_endian_and_unaligned_float32_inputs_train_like_native_ones():
+    """Inputs in a byte order or alignment the kernels cannot read are
+    converted, not rejected: the run matches the native array's bit for bit."""
+    x, y = _data()
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    unaligned = np.frombuffer(raw.data, np.float32, x.size, offset=1).reshape(x.shape)
+    assert not unaligned.flags.aligned
+    unaligned[...] = x  # frombuffer of a writable buffer is writable
+    runs = []
+    for inputs in (x, x.astype(">f4"), unaligned):
+        model = MLP([6, 8, 3], seed=1)
+        model.compile("adam")
+        model.fit(inputs, y, batch_size=8, epochs=2, verbose=0)
+        runs.append(model.params.data.copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[2])
+
+
 def test_glorot_uniform_initialisation():
     model = MLP([784, 32, 10], seed=0)
     limit = np.sqrt(6 / (784 + 32))
