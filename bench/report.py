@@ -21,7 +21,8 @@ def load(path):
     for b in data["benchmarks"]:
         info = b.get("extra_info", {})
         impl = info.get("impl") or b["name"]
-        groups[b["group"]][impl] = {"median": b["stats"]["median"], **info}
+        groups[b["group"]][impl] = {"median": b["stats"]["median"], "min": b["stats"]["min"],
+                                    **info}
     return data, groups
 
 
@@ -64,68 +65,72 @@ def group_table(name, entries, copy_gbs):
     return "\n".join(lines) + "\n"
 
 
-def _ratio(groups, group, other, ours="fastopt"):
+def _ratio(groups, group, other, ours="fastopt", stat="median"):
     g = groups.get(group, {})
     if other in g and ours in g:
-        return g[other]["median"] / g[ours]["median"]
+        return g[other][stat] / g[ours][stat]
     return None
 
 
 def targets(groups, copy_gbs):
-    """(target, measured, met) rows for the benchmark issue's targets."""
+    """(target, measured, from minimums, met) rows for the benchmark issue's
+    targets.  Each target is a function of the statistic (median or min);
+    it is met or not on the medians, and the same figure from the fastest
+    rounds is shown beside it, for a sense of the host's noise."""
     rows = []
 
-    def add(text, value, ok, fmt="{:.2f}x"):
+    def add(text, measure, ok, fmt="{:.2f}x"):
+        value = measure("median")
         if value is None:
-            rows.append((text, "not measured", None))
+            rows.append((text, "not measured", "", None))
         else:
-            rows.append((text, fmt.format(value), ok(value)))
+            rows.append((text, fmt.format(value), fmt.format(measure("min")), ok(value)))
 
     seed = "adam seed-model (10 tensors, 71146) 1t"
     add("1. Adam, seed model: flat fastopt >= 4x torch fused over 10 tensors",
-        _ratio(groups, seed, "torch-fused", "fastopt-flat"), lambda r: r >= 4)
+        lambda s: _ratio(groups, seed, "torch-fused", "fastopt-flat", s), lambda r: r >= 4)
     add("1. Adam, one 71,146 array: >= 3x torch fused",
-        _ratio(groups, "adam n=71146 1t", "torch-fused"), lambda r: r >= 3)
+        lambda s: _ratio(groups, "adam n=71146 1t", "torch-fused", stat=s), lambda r: r >= 3)
     add("1. Adam, one 71,146 array: >= 10x the NumPy reference",
-        _ratio(groups, "adam n=71146 1t", "numpy"), lambda r: r >= 10)
+        lambda s: _ratio(groups, "adam n=71146 1t", "numpy", stat=s), lambda r: r >= 10)
     g = groups.get("adam n=1000 1t", {})
-    add("2. Adam on 1,000 elements: < 2 µs per call (fastopt.adam_)",
-        g["fastopt"]["median"] * 1e6 if "fastopt" in g else None, lambda t: t < 2,
-        "{:.2f} µs")
-    add("2. Adam on 1,000 elements: < 2 µs per call (fastopt.bind)",
-        g["fastopt-bound"]["median"] * 1e6 if "fastopt-bound" in g else None,
-        lambda t: t < 2, "{:.2f} µs")
+    for impl, how in (("fastopt", "fastopt.adam_"), ("fastopt-bound", "fastopt.bind")):
+        add(f"2. Adam on 1,000 elements: < 2 µs per call ({how})",
+            lambda s, impl=impl: g[impl][s] * 1e6 if impl in g else None, lambda t: t < 2,
+            "{:.2f} µs")
     for threads in (1, 2):
-        g = groups.get(f"adam n=67108864 {threads}t", {})
-        if "fastopt" in g and copy_gbs:
-            e = g["fastopt"]
-            add(f"3. Adam on 64M, {threads} thread(s): >= 95% of copy bandwidth",
-                e["bytes"] / e["median"] / 1e9 / copy_gbs, lambda r: r >= 0.95, "{:.0%}")
-        else:
-            add(f"3. Adam on 64M, {threads} thread(s): >= 95% of copy bandwidth", None, None)
+        grp = f"adam n=67108864 {threads}t"
+        e = groups.get(grp, {}).get("fastopt")
+        add(f"3. Adam on 64M, {threads} thread(s): >= 95% of copy bandwidth",
+            lambda s, e=e: e["bytes"] / e[s] / 1e9 / copy_gbs if e and copy_gbs else None,
+            lambda r: r >= 0.95, "{:.0%}")
         add(f"3. Adam on 64M, {threads} thread(s): not slower than torch fused",
-            _ratio(groups, f"adam n=67108864 {threads}t", "torch-fused"), lambda r: r >= 1)
+            lambda s, grp=grp: _ratio(groups, grp, "torch-fused", stat=s), lambda r: r >= 1)
     for rule in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "amsgrad"):
-        g = groups.get(f"{rule} n=1048576 1t", {})
-        torch_best = min((e["median"] for k, e in g.items() if k.startswith("torch")),
-                         default=None)
-        add(f"4. {rule} on 1M: at least as fast as torch's fastest CPU path",
-            torch_best / g["fastopt"]["median"] if torch_best and "fastopt" in g else None,
+        grp = f"{rule} n=1048576 1t"
+        g = groups.get(grp, {})
+
+        def torch_best(s, g=g):
+            best = min((e[s] for k, e in g.items() if k.startswith("torch")), default=None)
+            return best / g["fastopt"][s] if best and "fastopt" in g else None
+
+        add(f"4. {rule} on 1M: at least as fast as torch's fastest CPU path", torch_best,
             lambda r: r >= 1)
         add(f"4. {rule} on 1M: >= 5x the NumPy reference",
-            _ratio(groups, f"{rule} n=1048576 1t", "numpy"), lambda r: r >= 5)
+            lambda s, grp=grp: _ratio(groups, grp, "numpy", stat=s), lambda r: r >= 5)
     for shape in ("32x10", "4096x10"):
         grp = f"softmax cross-entropy {shape} 1t"
         add(f"5. cross-entropy {shape}: >= 3x torch forward+backward",
-            _ratio(groups, grp, "torch"), lambda r: r >= 3)
-        add(f"5. cross-entropy {shape}: >= 3x NumPy", _ratio(groups, grp, "numpy"),
-            lambda r: r >= 3)
+            lambda s, grp=grp: _ratio(groups, grp, "torch", stat=s), lambda r: r >= 3)
+        add(f"5. cross-entropy {shape}: >= 3x NumPy",
+            lambda s, grp=grp: _ratio(groups, grp, "numpy", stat=s), lambda r: r >= 3)
     epoch = {b: next((k for k in groups if k.startswith(f"MNIST epoch, batch {b},")), None)
              for b in (1, 32, 128)}
     for batch, other, need in ((32, "torch-eager", 3), (32, "sklearn", 4), (1, "torch-eager", 10),
                                (128, "torch-eager", 1.5)):
         add(f"6. epoch at batch {batch}: >= {need}x {other}",
-            _ratio(groups, epoch[batch], other) if epoch[batch] else None,
+            lambda s, batch=batch, other=other: (_ratio(groups, epoch[batch], other, stat=s)
+                                                 if epoch[batch] else None),
             lambda r, need=need: r >= need)
     for batch in (1, 32, 128):
         g = groups.get(epoch[batch] or "", {})
@@ -134,7 +139,7 @@ def targets(groups, copy_gbs):
                      and e.get("test_accuracy", 0) > g["fastopt"].get("test_accuracy", 0) + 0.01]
             rows.append((f"6. batch {batch}: accuracy no worse (within 1 point)",
                          ", ".join(f"{k} {e.get('test_accuracy', 0):.4f}"
-                                   for k, e in sorted(g.items())), not worse))
+                                   for k, e in sorted(g.items())), "", not worse))
     return rows
 
 
@@ -152,9 +157,13 @@ def markdown(data, groups):
            f"- copy bandwidth (np.copyto, 12 B/element): "
            f"{copy_gbs:.1f} GB/s" if copy_gbs else "- copy bandwidth: not measured",
            "- times are medians; 'vs fastopt' is how many times longer than fastopt",
-           "", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
-    for text, value, ok in targets(groups, copy_gbs):
-        out.append(f"| {text} | {value} | {'—' if ok is None else ('yes' if ok else 'NO')} |")
+           "", "## Targets", "",
+           "Met or not on the medians; *from minimums* is the same figure from each",
+           "implementation's fastest round.", "",
+           "| target | measured | from minimums | met |", "|---|---|---|---|"]
+    for text, value, best, ok in targets(groups, copy_gbs):
+        out.append(f"| {text} | {value} | {best} | "
+                   f"{'—' if ok is None else ('yes' if ok else 'NO')} |")
     out += ["", "## All comparisons", ""]
     for name in sorted(groups, key=_group_key):
         out.append(group_table(name, groups[name], copy_gbs))
