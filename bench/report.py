@@ -86,13 +86,17 @@ def targets(groups, copy_gbs):
         else:
             rows.append((text, fmt.format(value), fmt.format(measure("min")), ok(value)))
 
+    def vs(group, other, ours="fastopt"):
+        """other's time over ours in ``group``, as a function of the statistic"""
+        return lambda stat: _ratio(groups, group, other, ours, stat)
+
     seed = "adam seed-model (10 tensors, 71146) 1t"
     add("1. Adam, seed model: flat fastopt >= 4x torch fused over 10 tensors",
-        lambda s: _ratio(groups, seed, "torch-fused", "fastopt-flat", s), lambda r: r >= 4)
+        vs(seed, "torch-fused", "fastopt-flat"), lambda r: r >= 4)
     add("1. Adam, one 71,146 array: >= 3x torch fused",
-        lambda s: _ratio(groups, "adam n=71146 1t", "torch-fused", stat=s), lambda r: r >= 3)
+        vs("adam n=71146 1t", "torch-fused"), lambda r: r >= 3)
     add("1. Adam, one 71,146 array: >= 10x the NumPy reference",
-        lambda s: _ratio(groups, "adam n=71146 1t", "numpy", stat=s), lambda r: r >= 10)
+        vs("adam n=71146 1t", "numpy"), lambda r: r >= 10)
     g = groups.get("adam n=1000 1t", {})
     for impl, how in (("fastopt", "fastopt.adam_"), ("fastopt-bound", "fastopt.bind")):
         add(f"2. Adam on 1,000 elements: < 2 µs per call ({how})",
@@ -105,7 +109,7 @@ def targets(groups, copy_gbs):
             lambda s, e=e: e["bytes"] / e[s] / 1e9 / copy_gbs if e and copy_gbs else None,
             lambda r: r >= 0.95, "{:.0%}")
         add(f"3. Adam on 64M, {threads} thread(s): not slower than torch fused",
-            lambda s, grp=grp: _ratio(groups, grp, "torch-fused", stat=s), lambda r: r >= 1)
+            vs(grp, "torch-fused"), lambda r: r >= 1)
     for rule in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "amsgrad"):
         grp = f"{rule} n=1048576 1t"
         g = groups.get(grp, {})
@@ -116,21 +120,17 @@ def targets(groups, copy_gbs):
 
         add(f"4. {rule} on 1M: at least as fast as torch's fastest CPU path", torch_best,
             lambda r: r >= 1)
-        add(f"4. {rule} on 1M: >= 5x the NumPy reference",
-            lambda s, grp=grp: _ratio(groups, grp, "numpy", stat=s), lambda r: r >= 5)
+        add(f"4. {rule} on 1M: >= 5x the NumPy reference", vs(grp, "numpy"), lambda r: r >= 5)
     for shape in ("32x10", "4096x10"):
         grp = f"softmax cross-entropy {shape} 1t"
-        add(f"5. cross-entropy {shape}: >= 3x torch forward+backward",
-            lambda s, grp=grp: _ratio(groups, grp, "torch", stat=s), lambda r: r >= 3)
-        add(f"5. cross-entropy {shape}: >= 3x NumPy",
-            lambda s, grp=grp: _ratio(groups, grp, "numpy", stat=s), lambda r: r >= 3)
+        add(f"5. cross-entropy {shape}: >= 3x torch forward+backward", vs(grp, "torch"),
+            lambda r: r >= 3)
+        add(f"5. cross-entropy {shape}: >= 3x NumPy", vs(grp, "numpy"), lambda r: r >= 3)
     epoch = {b: next((k for k in groups if k.startswith(f"MNIST epoch, batch {b},")), None)
              for b in (1, 32, 128)}
     for batch, other, need in ((32, "torch-eager", 3), (32, "sklearn", 4), (1, "torch-eager", 10),
                                (128, "torch-eager", 1.5)):
-        add(f"6. epoch at batch {batch}: >= {need}x {other}",
-            lambda s, batch=batch, other=other: (_ratio(groups, epoch[batch], other, stat=s)
-                                                 if epoch[batch] else None),
+        add(f"6. epoch at batch {batch}: >= {need}x {other}", vs(epoch[batch], other),
             lambda r, need=need: r >= need)
     for batch in (1, 32, 128):
         g = groups.get(epoch[batch] or "", {})
