@@ -339,8 +339,9 @@ cdef class BoundUpdate:
     (None, or with ``skip_nonfinite`` whether the step was skipped).
 
     On every call it checks, in C, that each buffer is still the memory it
-    was bound to (same data pointer, size, float32, C-contiguous, writable
-    where written); an array resized or re-flagged since raises ValueError
+    was bound to (same data pointer, size, native-order float32,
+    C-contiguous, writable where written); an array resized, re-typed or
+    re-flagged since raises ValueError
     instead of writing through a stale pointer.  The buffers are kept alive
     by the object.  To change a hyperparameter (a new learning rate from a
     schedule), bind again or call the functional kernel.
@@ -388,14 +389,17 @@ cdef class BoundUpdate:
             if self.buffers[i] is None:
                 continue
             a = <cnp.ndarray>self.buffers[i]
+            # the same conditions as _array's, plus the same memory
             if (cnp.PyArray_DATA(a) != self.data[i] or cnp.PyArray_SIZE(a) != self.n
                     or cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32
+                    or not cnp.PyArray_ISNOTSWAPPED(a)
                     or not cnp.PyArray_IS_C_CONTIGUOUS(a)
                     or (self.writes[i] and not cnp.PyArray_ISWRITEABLE(a))):
-                raise ValueError(f"buffer {i} of this BoundUpdate is no longer the float32, "
-                                 f"C-contiguous{', writable' if self.writes[i] else ''} "
-                                 f"memory it was bound to (resized, re-typed or made "
-                                 f"read-only since bind()); bind again")
+                raise ValueError(f"buffer {i} of this BoundUpdate is no longer the native "
+                                 f"float32, C-contiguous"
+                                 f"{', writable' if self.writes[i] else ''} memory it was "
+                                 f"bound to (resized, re-typed or made read-only since "
+                                 f"bind()); bind again")
         return 0
 
     def __call__(self, step=None, grad_scale=None):

@@ -4,6 +4,7 @@ A BoundUpdate must give exactly the functional kernel's bits, reject what
 the kernel rejects, and refuse to write through a buffer that changed
 since it was bound."""
 import gc
+import warnings
 
 import numpy as np
 import pytest
@@ -138,6 +139,22 @@ def test_a_changed_buffer_is_refused_not_written():
     with pytest.raises(ValueError, match="buffer 3 of this BoundUpdate .* bind again"):
         update(2)
     np.testing.assert_array_equal(bufs["param"], before)
+
+
+def test_a_buffer_retyped_to_swapped_bytes_is_refused():
+    """Setting ``dtype`` in place keeps the pointer, size and type number;
+    native floats written into a big-endian view would be garbage."""
+    bufs = _buffers(0, ["exp_avg", "exp_avg_sq"])
+    update = fastopt.bind(fastopt.adam_, *[bufs[k] for k in ("param", "grad", "exp_avg",
+                                                              "exp_avg_sq")])
+    before = {k: v.copy() for k, v in bufs.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # assigning .dtype
+        bufs["exp_avg"].dtype = bufs["exp_avg"].dtype.newbyteorder()
+    with pytest.raises(ValueError, match="buffer 2 of this BoundUpdate is no longer the native"):
+        update(1)
+    for k in ("param", "exp_avg_sq"):
+        np.testing.assert_array_equal(bufs[k], before[k])
 
 
 def test_skip_nonfinite_is_kept():
