@@ -213,13 +213,24 @@ cdef cnp.ndarray _array(object a, str name, bint writable):
     if not cnp.PyArray_ISNOTSWAPPED(arr):
         raise TypeError(f"{name} must be float32 in native byte order, got dtype {(<object>arr).dtype.str!r}")
     if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-        raise ValueError(f"{name} must be C-contiguous (an in-place update cannot write "
-                         f"through a strided view); got an array with strides {(<object>arr).strides}")
+        why = ("an in-place update cannot write through a strided view" if writable else
+               "the kernels read it as one block; np.ascontiguousarray makes a copy")
+        raise ValueError(f"{name} must be C-contiguous ({why}); got an array with strides "
+                         f"{(<object>arr).strides}")
     if not cnp.PyArray_ISALIGNED(arr):
         raise ValueError(f"{name} must be aligned to 4 bytes")
     if writable and not cnp.PyArray_ISWRITEABLE(arr):
         raise ValueError(f"{name} is read-only; it is updated in place and must be writable")
     return arr
+
+
+cdef bint _unchanged(cnp.ndarray a, const void *data, Py_ssize_t size, bint writable):
+    """True if ``a`` is still the native float32, C-contiguous (writable)
+    memory at ``data`` of ``size`` elements, as when it was checked."""
+    return (cnp.PyArray_DATA(a) == data and cnp.PyArray_SIZE(a) == size
+            and cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 and cnp.PyArray_ISNOTSWAPPED(a)
+            and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and (not writable or cnp.PyArray_ISWRITEABLE(a)))
 
 
 cdef cnp.ndarray _state(object a, str name, Py_ssize_t n):
@@ -384,17 +395,10 @@ cdef class BoundUpdate:
 
     cdef int _check_buffers(self) except -1:
         cdef Py_ssize_t i
-        cdef cnp.ndarray a
         for i in range(len(self.buffers)):
             if self.buffers[i] is None:
                 continue
-            a = <cnp.ndarray>self.buffers[i]
-            # the same conditions as _array's, plus the same memory
-            if (cnp.PyArray_DATA(a) != self.data[i] or cnp.PyArray_SIZE(a) != self.n
-                    or cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32
-                    or not cnp.PyArray_ISNOTSWAPPED(a)
-                    or not cnp.PyArray_IS_C_CONTIGUOUS(a)
-                    or (self.writes[i] and not cnp.PyArray_ISWRITEABLE(a))):
+            if not _unchanged(self.buffers[i], self.data[i], self.n, self.writes[i]):
                 raise ValueError(f"buffer {i} of this BoundUpdate is no longer the native "
                                  f"float32, C-contiguous"
                                  f"{', writable' if self.writes[i] else ''} memory it was "

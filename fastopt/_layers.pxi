@@ -3,6 +3,9 @@
 # The matrix products go to BLAS (numpy.matmul into preallocated buffers);
 # these kernels do everything around them in one pass each, in place.
 
+from libc.string cimport memset
+from scipy.linalg.cython_blas cimport sgemm
+
 cdef enum Activation:
     ACT_LINEAR
     ACT_RELU
@@ -29,6 +32,142 @@ cdef cnp.ndarray _matrix(object a, str name, bint writable):
     return m
 
 
+# -- the cores: no checks, no GIL; each is called only after its arguments
+# were checked (by the def wrapper below it, or once by Network).
+
+cdef void _bias_act(float *Z, const float *B, Py_ssize_t N, Py_ssize_t H,
+                    Activation act) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef float *row
+    cdef float v, m
+    cdef double total
+    for i in range(N):
+        row = Z + i * H
+        if act == ACT_RELU:
+            for j in range(H):
+                v = row[j] + B[j]
+                row[j] = v if (v > 0 or v != v) else 0.0  # nan propagates, as in torch
+        elif act == ACT_LINEAR:
+            for j in range(H):
+                row[j] = row[j] + B[j]
+        elif act == ACT_SIGMOID:
+            for j in range(H):
+                v = row[j] + B[j]
+                row[j] = 1.0 / (1.0 + expf(-v)) if v >= 0 else expf(v) / (1.0 + expf(v))
+        elif act == ACT_TANH:
+            for j in range(H):
+                row[j] = tanhf(row[j] + B[j])
+        else:  # softmax
+            m = -INFINITY
+            for j in range(H):
+                row[j] = row[j] + B[j]
+                if row[j] > m:
+                    m = row[j]
+            total = 0.0
+            for j in range(H):
+                row[j] = expf(row[j] - m)
+                total += row[j]
+            for j in range(H):
+                row[j] = <float>(row[j] / total)
+
+
+cdef void _act_backward(float *G, const float *A, Py_ssize_t N, Py_ssize_t H,
+                        Activation act) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef double dot
+    if act == ACT_RELU:
+        for i in range(N * H):
+            G[i] = G[i] if A[i] > 0 else 0.0
+    elif act == ACT_SIGMOID:
+        for i in range(N * H):
+            G[i] = G[i] * (A[i] * (1.0 - A[i]))
+    elif act == ACT_TANH:
+        for i in range(N * H):
+            G[i] = G[i] * (1.0 - A[i] * A[i])
+    elif act == ACT_SOFTMAX:
+        for i in range(N):
+            dot = 0.0
+            for j in range(H):
+                dot += <double>G[i * H + j] * A[i * H + j]
+            for j in range(H):
+                G[i * H + j] = <float>(A[i * H + j] * (G[i * H + j] - dot))
+
+
+cdef enum:
+    _BIAS_COLUMNS = 256   # columns summed per sweep, in a double accumulator on the stack
+
+cdef void _bias_grad(const float *G, float *O, Py_ssize_t N, Py_ssize_t H) noexcept nogil:
+    # each column is summed over the rows in row order, whatever the sweep width
+    cdef double acc[_BIAS_COLUMNS]
+    cdef Py_ssize_t i, j, j0 = 0, w
+    while j0 < H:
+        w = H - j0 if H - j0 < _BIAS_COLUMNS else _BIAS_COLUMNS
+        for j in range(w):
+            acc[j] = 0.0
+        for i in range(N):
+            for j in range(w):
+                acc[j] += G[i * H + j0 + j]
+        for j in range(w):
+            O[j0 + j] = <float>acc[j]
+        j0 += w
+
+
+cdef Py_ssize_t _argmax(const float *row, Py_ssize_t C) noexcept nogil:
+    """The first index of a row's maximum (NumPy's tie rule)."""
+    cdef Py_ssize_t j, best = 0
+    for j in range(1, C):
+        if row[j] > row[best]:
+            best = j
+    return best
+
+
+cdef Py_ssize_t _correct_sparse(const float *O, const long long *y, Py_ssize_t N,
+                                Py_ssize_t C) noexcept nogil:
+    cdef Py_ssize_t i, correct = 0
+    for i in range(N):
+        correct += _argmax(O + i * C, C) == y[i]
+    return correct
+
+
+cdef Py_ssize_t _correct_categorical(const float *O, const float *T, Py_ssize_t N,
+                                     Py_ssize_t C) noexcept nogil:
+    cdef Py_ssize_t i, correct = 0
+    for i in range(N):
+        correct += _argmax(O + i * C, C) == _argmax(T + i * C, C)
+    return correct
+
+
+cdef Py_ssize_t _correct_binary(const float *O, const float *T, Py_ssize_t n,
+                                bint logits) noexcept nogil:
+    cdef Py_ssize_t i, correct = 0
+    cdef float p
+    for i in range(n):
+        p = 1.0 / (1.0 + expf(-O[i])) if logits else O[i]
+        correct += (1.0 if p > 0.5 else 0.0) == T[i]
+    return correct
+
+
+cdef void _sgemm(bint ta, bint tb, int M, int N, int K, const float *A, int lda,
+                 const float *B, int ldb, float *C) noexcept nogil:
+    """Row-major ``C (M x N) = op(A) @ op(B)`` through BLAS sgemm; ``lda``,
+    ``ldb`` are the row lengths of A and B as stored."""
+    cdef float one = 1.0, zero = 0.0
+    cdef int ldc = max(N, 1)
+    cdef char *opa = b"T" if ta else b"N"
+    cdef char *opb = b"T" if tb else b"N"
+    if M == 0 or N == 0:
+        return
+    if K == 0:
+        memset(C, 0, <size_t>M * N * sizeof(float))
+        return
+    lda = max(lda, 1)
+    ldb = max(ldb, 1)
+    # row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T
+    sgemm(opb, opa, &N, &M, &K, &one, <float *>B, &ldb, <float *>A, &lda, &zero, C, &ldc)
+
+
+# -- the checked kernels -----------------------------------------------------
+
 def bias_activation_(z, bias, activation):
     """In place, ``z[i, j] = act(z[i, j] + bias[j])`` for a (N, H) float32
     ``z`` (the output of ``x @ W``); ``activation`` is 'linear', 'relu',
@@ -36,44 +175,14 @@ def bias_activation_(z, bias, activation):
     cdef cnp.ndarray Zm = _matrix(z, "z", True)
     cdef cnp.ndarray b = _array(bias, "bias", False)
     cdef Activation act = _activation(activation)
-    cdef Py_ssize_t N = Zm.shape[0], H = Zm.shape[1], i, j
+    cdef Py_ssize_t N = Zm.shape[0], H = Zm.shape[1]
     if cnp.PyArray_SIZE(b) != H:
         raise ValueError(f"bias has {cnp.PyArray_SIZE(b)} elements, z has {H} columns")
     _disjoint((Zm, b), ("z", "bias"))
     cdef float *Z = _f32(Zm)
     cdef const float *B = <const float *>cnp.PyArray_DATA(b)
-    cdef float *row
-    cdef float v, m
-    cdef double total
     with nogil:
-        for i in range(N):
-            row = Z + i * H
-            if act == ACT_RELU:
-                for j in range(H):
-                    v = row[j] + B[j]
-                    row[j] = v if (v > 0 or v != v) else 0.0  # nan propagates, as in torch
-            elif act == ACT_LINEAR:
-                for j in range(H):
-                    row[j] = row[j] + B[j]
-            elif act == ACT_SIGMOID:
-                for j in range(H):
-                    v = row[j] + B[j]
-                    row[j] = 1.0 / (1.0 + expf(-v)) if v >= 0 else expf(v) / (1.0 + expf(v))
-            elif act == ACT_TANH:
-                for j in range(H):
-                    row[j] = tanhf(row[j] + B[j])
-            else:  # softmax
-                m = -INFINITY
-                for j in range(H):
-                    row[j] = row[j] + B[j]
-                    if row[j] > m:
-                        m = row[j]
-                total = 0.0
-                for j in range(H):
-                    row[j] = expf(row[j] - m)
-                    total += row[j]
-                for j in range(H):
-                    row[j] = <float>(row[j] / total)
+        _bias_act(Z, B, N, H, act)
 
 
 def activation_backward_(grad, out, activation):
@@ -87,27 +196,11 @@ def activation_backward_(grad, out, activation):
     if (<object>Am).shape != (<object>Gm).shape:
         raise ValueError(f"out has shape {(<object>Am).shape}, grad {(<object>Gm).shape}")
     _disjoint((Gm, Am), ("grad", "out"))
-    cdef Py_ssize_t N = Gm.shape[0], H = Gm.shape[1], i, j
     cdef float *G = _f32(Gm)
     cdef const float *A = <const float *>cnp.PyArray_DATA(Am)
-    cdef double dot
+    cdef Py_ssize_t N = Gm.shape[0], H = Gm.shape[1]
     with nogil:
-        if act == ACT_RELU:
-            for i in range(N * H):
-                G[i] = G[i] if A[i] > 0 else 0.0
-        elif act == ACT_SIGMOID:
-            for i in range(N * H):
-                G[i] = G[i] * (A[i] * (1.0 - A[i]))
-        elif act == ACT_TANH:
-            for i in range(N * H):
-                G[i] = G[i] * (1.0 - A[i] * A[i])
-        elif act == ACT_SOFTMAX:
-            for i in range(N):
-                dot = 0.0
-                for j in range(H):
-                    dot += <double>G[i * H + j] * A[i * H + j]
-                for j in range(H):
-                    G[i * H + j] = <float>(A[i * H + j] * (G[i * H + j] - dot))
+        _act_backward(G, A, N, H, act)
 
 
 def bias_grad(grad, out):
@@ -115,19 +208,15 @@ def bias_grad(grad, out):
     accumulated in double: the gradient of a bias added to every row."""
     cdef cnp.ndarray Gm = _matrix(grad, "grad", False)
     cdef cnp.ndarray o = _array(out, "out", True)
-    cdef Py_ssize_t N = Gm.shape[0], H = Gm.shape[1], i, j
+    cdef Py_ssize_t H = Gm.shape[1]
     if cnp.PyArray_SIZE(o) != H:
         raise ValueError(f"out has {cnp.PyArray_SIZE(o)} elements, grad has {H} columns")
     _disjoint((Gm, o), ("grad", "out"))
     cdef const float *G = <const float *>cnp.PyArray_DATA(Gm)
     cdef float *O = _f32(o)
-    cdef double[::1] acc = np.zeros(H, np.float64)
+    cdef Py_ssize_t N = Gm.shape[0]
     with nogil:
-        for i in range(N):
-            for j in range(H):
-                acc[j] += G[i * H + j]
-        for j in range(H):
-            O[j] = <float>acc[j]
+        _bias_grad(G, O, N, H)
 
 
 def count_correct(outputs, targets, kind, *, from_logits=False):
@@ -140,22 +229,18 @@ def count_correct(outputs, targets, kind, *, from_logits=False):
     in argmax go to the first maximum, as NumPy's.
     """
     cdef cnp.ndarray o = _array(outputs, "outputs", False)
-    cdef Py_ssize_t N, C, i, j, best, tbest, correct = 0
+    cdef Py_ssize_t N, C, correct
     cdef const float *O = <const float *>cnp.PyArray_DATA(o)
-    cdef const float *T
     cdef long long[::1] yi
     cdef cnp.ndarray t
     cdef bint logits = _flag(from_logits, "from_logits")
-    cdef float p
     if kind == "binary":
         t = _array(targets, "targets", False)
         if (<object>t).shape != (<object>o).shape:
             raise ValueError(f"targets has shape {(<object>t).shape}, outputs {(<object>o).shape}")
-        T = <const float *>cnp.PyArray_DATA(t)
         with nogil:
-            for i in range(cnp.PyArray_SIZE(o)):
-                p = 1.0 / (1.0 + expf(-O[i])) if logits else O[i]
-                correct += (1.0 if p > 0.5 else 0.0) == T[i]
+            correct = _correct_binary(O, <const float *>cnp.PyArray_DATA(t),
+                                      cnp.PyArray_SIZE(o), logits)
         return correct
     if cnp.PyArray_NDIM(o) != 2:
         raise ValueError(f"outputs must be 2-D (batch, classes), got shape {(<object>o).shape}")
@@ -166,33 +251,16 @@ def count_correct(outputs, targets, kind, *, from_logits=False):
             raise TypeError(f"targets must be a C-contiguous int64 array of shape ({N},)")
         yi = targets
         with nogil:
-            for i in range(N):
-                best = 0
-                for j in range(1, C):
-                    if O[i * C + j] > O[i * C + best]:
-                        best = j
-                correct += best == yi[i]
+            correct = _correct_sparse(O, &yi[0], N, C) if N else 0
         return correct
     if kind == "categorical":
         t = _matrix(targets, "targets", False)
         if (<object>t).shape != (N, C):
             raise ValueError(f"targets has shape {(<object>t).shape}, outputs {(N, C)}")
-        T = <const float *>cnp.PyArray_DATA(t)
         with nogil:
-            for i in range(N):
-                best = 0
-                tbest = 0
-                for j in range(1, C):
-                    if O[i * C + j] > O[i * C + best]:
-                        best = j
-                    if T[i * C + j] > T[i * C + tbest]:
-                        tbest = j
-                correct += best == tbest
+            correct = _correct_categorical(O, <const float *>cnp.PyArray_DATA(t), N, C)
         return correct
     raise ValueError(f"kind must be 'sparse', 'categorical' or 'binary', got {kind!r}")
-
-
-from scipy.linalg.cython_blas cimport sgemm
 
 
 def gemm_(a, b, out, *, trans_a=False, trans_b=False):
@@ -219,16 +287,6 @@ def gemm_(a, b, out, *, trans_a=False, trans_b=False):
         raise ValueError(f"out has shape {(<object>C).shape}, expected ({M}, {N})")
     _disjoint((A, C), ("a", "out"))
     _disjoint((B, C), ("b", "out"))
-    cdef int lda = max(A.shape[1], 1), ldb = max(B.shape[1], 1), ldc = max(N, 1)
-    cdef float one = 1.0, zero = 0.0
-    cdef char *opa = b"T" if ta else b"N"
-    cdef char *opb = b"T" if tb else b"N"
-    if M == 0 or N == 0:
-        return
-    if K == 0:
-        C.fill(0)
-        return
     with nogil:
-        # row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T
-        sgemm(opb, opa, &N, &M, &K, &one, <float *>cnp.PyArray_DATA(B), &ldb,
-              <float *>cnp.PyArray_DATA(A), &lda, &zero, <float *>cnp.PyArray_DATA(C), &ldc)
+        _sgemm(ta, tb, M, N, K, <const float *>cnp.PyArray_DATA(A), A.shape[1],
+               <const float *>cnp.PyArray_DATA(B), B.shape[1], <float *>cnp.PyArray_DATA(C))

@@ -42,6 +42,73 @@ cdef object _reduced(double total, double count, Reduction red, object per_item)
     return total / count if count > 0 else float("nan")
 
 
+# -- the cores: no checks, no GIL (called after the checks, by the def
+# functions below and by Network).  G (the gradient) and L (per-element
+# losses) may be NULL; ``scale`` multiplies the gradient (1/count for a mean).
+
+cdef int _xent(const float *z, const long long *label, const float *target, float *grad,
+               double *row_loss, Py_ssize_t N, Py_ssize_t C, long long ignore,
+               double smoothing, double scale, double *total) noexcept nogil:
+    """Softmax cross-entropy of N rows of C logits, against integer labels
+    (``label``) or float targets (``target``); 0, or -1 if out of memory."""
+    cdef fo_xent_args a
+    a.z = z
+    a.label = label
+    a.target = target
+    a.grad = grad
+    a.row_loss = row_loss
+    a.classes = C
+    a.ignore = ignore
+    a.keep = 1.0 - smoothing
+    a.smooth = smoothing / C
+    a.scale = scale
+    a.total = 0.0
+    cdef int status = fo_active.xent(&a, 0, N)
+    total[0] = a.total
+    return status
+
+
+cdef double _bce(const float *X, const float *Y, float *G, double *L, Py_ssize_t n,
+                 bint logits, double scale) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double total = 0.0, loss
+    cdef float z, t, e, sig, p
+    cdef float lo = 1e-7, hi = 1.0 - <float>1e-7
+    for i in range(n):
+        z = X[i]
+        t = Y[i]
+        if logits:
+            e = expf(-fabs(z))
+            loss = (z if z > 0 else 0.0) - <double>z * t + log1p(<double>e)
+            if G != NULL:
+                sig = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
+                G[i] = <float>((sig - t) * scale)
+        else:
+            p = lo if z < lo else (hi if z > hi else z)
+            loss = -(t * log(<double>p) + (1.0 - t) * log(1.0 - <double>p))
+            if G != NULL:
+                G[i] = <float>((p - t) / (<double>p * (1.0 - p)) * scale) \
+                    if lo <= z <= hi else 0.0
+        total += loss
+        if L != NULL:
+            L[i] = loss
+    return total
+
+
+cdef double _mse(const float *X, const float *Y, float *G, double *L, Py_ssize_t n,
+                 double scale) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double total = 0.0, d
+    for i in range(n):
+        d = <double>X[i] - Y[i]
+        total += d * d
+        if L != NULL:
+            L[i] = d * d
+        if G != NULL:
+            G[i] = <float>(d * scale)
+    return total
+
+
 def softmax_cross_entropy(logits, labels, grad=None, *, reduction="mean", label_smoothing=0.0,
                           ignore_index=-100):
     """Softmax cross-entropy from logits, and its gradient, in one pass.
@@ -110,24 +177,18 @@ def softmax_cross_entropy(logits, labels, grad=None, *, reduction="mean", label_
     cdef cnp.ndarray g = _grad_out(grad, "grad", (N, C), (z, None if sparse else y),
                                    ("logits", "labels"))
     cdef cnp.ndarray per_row = np.zeros(N, np.float64) if red == RED_NONE else None
-    cdef fo_xent_args a
+    cdef const float *Z = <const float *>cnp.PyArray_DATA(z)
+    cdef const long long *lab = &yi[0] if (sparse and N > 0) else NULL
+    cdef const float *T = NULL if sparse else <const float *>cnp.PyArray_DATA(y)
+    cdef float *G = _f32(g)
+    cdef double *rows = <double *>cnp.PyArray_DATA(per_row) if per_row is not None else NULL
+    cdef double scale = 1.0 / count if (red == RED_MEAN and count > 0) else 1.0
+    cdef double total
     cdef int status
-    a.z = <const float *>cnp.PyArray_DATA(z)
-    a.label = &yi[0] if (sparse and N > 0) else NULL
-    a.target = NULL if sparse else <const float *>cnp.PyArray_DATA(y)
-    a.grad = _f32(g)
-    a.row_loss = <double *>cnp.PyArray_DATA(per_row) if per_row is not None else NULL
-    a.classes = C
-    a.ignore = ignore
-    a.keep = 1.0 - s
-    a.smooth = s / C
-    a.scale = 1.0 / count if (red == RED_MEAN and count > 0) else 1.0
-    a.total = 0.0
     with nogil:
-        status = fo_active.xent(&a, 0, N)
+        status = _xent(Z, lab, T, G, rows, N, C, ignore, s, scale, &total)
     if status != 0:
         raise MemoryError(f"no scratch memory for a row of {C} classes")
-    cdef double total = a.total
     return _reduced(total, count, red, per_row)
 
 
@@ -159,35 +220,16 @@ def binary_cross_entropy(outputs, targets, grad=None, *, from_logits=True, reduc
     if not logits and np.isnan(x).any():
         raise ValueError("outputs hold nan (probabilities are expected)")
     cdef cnp.ndarray g = _grad_out(grad, "grad", (<object>x).shape, (x, y), ("outputs", "targets"))
-    cdef Py_ssize_t i, n = cnp.PyArray_SIZE(x)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
     cdef cnp.ndarray per = np.zeros((<object>x).shape, np.float64) if red == RED_NONE else None
     cdef const float *X = <const float *>cnp.PyArray_DATA(x)
     cdef const float *Y = <const float *>cnp.PyArray_DATA(y)
     cdef float *G = _f32(g)
     cdef double *L = <double *>cnp.PyArray_DATA(per) if per is not None else NULL
     cdef double scale = 1.0 / n if (red == RED_MEAN and n > 0) else 1.0
-    cdef double total = 0.0, loss
-    cdef float z, t, e, sig, p
-    cdef float lo = 1e-7, hi = 1.0 - <float>1e-7
+    cdef double total
     with nogil:
-        for i in range(n):
-            z = X[i]
-            t = Y[i]
-            if logits:
-                e = expf(-fabs(z))
-                loss = (z if z > 0 else 0.0) - <double>z * t + log1p(<double>e)
-                if G != NULL:
-                    sig = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
-                    G[i] = <float>((sig - t) * scale)
-            else:
-                p = lo if z < lo else (hi if z > hi else z)
-                loss = -(t * log(<double>p) + (1.0 - t) * log(1.0 - <double>p))
-                if G != NULL:
-                    G[i] = <float>((p - t) / (<double>p * (1.0 - p)) * scale) \
-                        if lo <= z <= hi else 0.0
-            total += loss
-            if L != NULL:
-                L[i] = loss
+        total = _bce(X, Y, G, L, n, logits, scale)
     return _reduced(total, n, red, per)
 
 
@@ -206,20 +248,14 @@ def mean_squared_error(pred, target, grad=None, *, reduction="mean"):
     if not np.isfinite(y).all():
         raise ValueError("target holds nan or inf")
     cdef cnp.ndarray g = _grad_out(grad, "grad", (<object>x).shape, (x, y), ("pred", "target"))
-    cdef Py_ssize_t i, n = cnp.PyArray_SIZE(x)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
     cdef cnp.ndarray per = np.zeros((<object>x).shape, np.float64) if red == RED_NONE else None
     cdef const float *X = <const float *>cnp.PyArray_DATA(x)
     cdef const float *Y = <const float *>cnp.PyArray_DATA(y)
     cdef float *G = _f32(g)
     cdef double *L = <double *>cnp.PyArray_DATA(per) if per is not None else NULL
     cdef double scale = 2.0 / n if (red == RED_MEAN and n > 0) else 2.0
-    cdef double total = 0.0, d
+    cdef double total
     with nogil:
-        for i in range(n):
-            d = <double>X[i] - Y[i]
-            total += d * d
-            if L != NULL:
-                L[i] = d * d
-            if G != NULL:
-                G[i] = <float>(d * scale)
+        total = _mse(X, Y, G, L, n, scale)
     return _reduced(total, n, red, per)

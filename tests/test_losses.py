@@ -350,6 +350,18 @@ def test_bias_grad_is_column_sums():
     np.testing.assert_allclose(out, g.astype(np.float64).sum(0), rtol=1e-6)
 
 
+def test_bias_grad_sums_each_column_in_row_order():
+    # 600 columns: the kernel sums them in sweeps of 256; each column's sum
+    # must still be the sequential double sum over the rows, rounded once
+    g = _logits(37, 600)
+    out = np.empty(600, np.float32)
+    fastopt._kernels.bias_grad(g, out)
+    acc = np.zeros(600)
+    for row in g.astype(np.float64):
+        acc += row
+    np.testing.assert_array_equal(out, acc.astype(np.float32))
+
+
 def test_count_correct():
     K = fastopt._kernels
     z = np.array([[0.1, 0.9, 0.0], [2.0, 1.0, 2.0]], np.float32)
