@@ -68,7 +68,8 @@ extension = Extension(
     "fastopt._kernels",
     sources=["fastopt/_kernels.pyx"],
     include_dirs=[np.get_include(), "fastopt"],
-    depends=["fastopt/_fastopt_kernels.h", "fastopt/_losses.pxi", "fastopt/_layers.pxi"],
+    depends=["fastopt/_fastopt_kernels.h", "fastopt/_losses.pxi", "fastopt/_layers.pxi",
+             "fastopt/_network.pxi"],
     define_macros=[
         ("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION"),
         ("FO_BUILD_CYTHON", _c_string(Cython.__version__)),

@@ -878,6 +878,7 @@ def sum_squares(x):
 
 include "_losses.pxi"
 include "_layers.pxi"
+include "_network.pxi"
 
 
 # --------------------------------------------------------------------------

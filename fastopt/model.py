@@ -219,66 +219,12 @@ class MLP:
         return y
 
     # -- the training step ---------------------------------------------------
-    def _buffers(self, rows):
-        """Activation and gradient buffers for ``rows`` samples."""
-        sizes = self.layer_sizes[1:]
-        return ([np.empty((rows, h), np.float32) for h in sizes],
-                [np.empty((rows, h), np.float32) for h in sizes])
-
-    @property
-    def _fused(self):
-        """The loss takes the output layer's pre-activation (logits)."""
-        return self.loss != "mse"
-
-    def _forward(self, x, acts, out_activation):
-        a = x
-        last = len(self.weights) - 1
-        for k, (W, b) in enumerate(zip(self.weights, self.biases)):
-            z = acts[k][:len(x)]
-            K.gemm_(a, W, z)
-            K.bias_activation_(z, b, self.activation if k < last else out_activation)
-            a = z
-        return a
-
-    def _loss(self, out, y, grad=None, reduction="mean"):
-        """The compiled loss of ``out`` (logits when fused); writes the
-        gradient with respect to the output layer's pre-activation."""
-        if self.loss == "mse":
-            value = K.mean_squared_error(out, y, grad, reduction=reduction)
-            if grad is not None:
-                K.activation_backward_(grad, out, self.output)
-            return value
-        if self.loss == "binary_crossentropy":
-            return K.binary_cross_entropy(out, y, grad, reduction=reduction)
-        return K.softmax_cross_entropy(out, y, grad, reduction=reduction)
-
-    def _correct(self, out, y):
-        if self.loss == "sparse_categorical_crossentropy":
-            return K.count_correct(out, y, "sparse")
-        if self.loss == "binary_crossentropy" or self.layer_sizes[-1] == 1:
-            return K.count_correct(out, y, "binary", from_logits=self._fused)
-        return K.count_correct(out, y, "categorical")
-
-    def _backward(self, x, acts, grads, n):
-        for k in range(len(self.weights) - 1, -1, -1):
-            dz = grads[k][:n]
-            a_prev = x if k == 0 else acts[k - 1][:n]
-            K.gemm_(a_prev, dz, self._weight_grads[k], trans_a=True)
-            K.bias_grad(dz, self._bias_grads[k])
-            if k:
-                d_prev = grads[k - 1][:n]
-                K.gemm_(dz, self.weights[k], d_prev, trans_b=True)
-                K.activation_backward_(d_prev, acts[k - 1][:n], self.activation)
-
-    def _gradients(self, x, y, acts, grads):
-        """Loss of one batch, gradients into ``model.params.grad``; returns
-        (loss, correct predictions)."""
-        n = len(x)
-        out = self._forward(x, acts, "linear" if self._fused else self.output)
-        correct = self._correct(out, y) if self.metrics else 0
-        loss = self._loss(out, y, grads[-1][:n])
-        self._backward(x, acts, grads, n)
-        return loss, correct
+    def _network(self, rows, loss=True):
+        """The compiled forward/backward passes over this model's weights
+        and gradient arrays, for up to ``rows`` samples at a time."""
+        return K.Network(self.weights, self.biases, self._weight_grads, self._bias_grads,
+                         rows=rows, activation=self.activation, output=self.output,
+                         loss=self.loss if loss else None)
 
     def _require_compiled(self):
         if self.optimizer is None:
@@ -290,8 +236,9 @@ class MLP:
         self._require_compiled()
         x = self._inputs(x)
         y = self._targets(y, len(x))
-        acts, grads = self._buffers(len(x))
-        return self._gradients(x, y, acts, grads)[0]
+        if len(x) == 0:
+            raise ValueError("x holds no samples")
+        return self._network(len(x)).gradients(x, y)[0]
 
     def train_on_batch(self, x, y):
         """One optimizer step on one batch; returns its mean loss."""
@@ -372,11 +319,9 @@ class MLP:
             callbacks.append(ProgressBar(steps, epochs))
         if checkpoint is not None:
             callbacks.append(ModelCheckpoint(checkpoint))
-        if self._batch is None or len(self._batch[0]) != rows:
-            acts, grads = self._buffers(rows)
-            self._batch = (np.empty((rows, x.shape[1]), np.float32),
-                           np.empty((rows,) + y.shape[1:], y.dtype), acts, grads)
-        xb, yb, acts, grads = self._batch
+        if self._batch is None or self._batch.rows != rows:
+            self._batch = self._network(rows)
+        network = self._batch
         resumed = initial_epoch and self.history is not None \
             and len(self.history.epoch) == initial_epoch
         history = self.history if resumed else History()
@@ -398,9 +343,7 @@ class MLP:
             for batch, lo in enumerate(range(0, n, rows)):
                 idx = order[lo:lo + rows]
                 nb = len(idx)
-                np.take(x, idx, axis=0, out=xb[:nb], mode="clip")
-                np.take(y, idx, axis=0, out=yb[:nb], mode="clip")
-                loss, correct = self._gradients(xb[:nb], yb[:nb], acts, grads)
+                loss, correct = network.gradients(x, y, idx)
                 # the loss can be finite while the backward pass overflowed
                 bad = ("loss" if not math.isfinite(loss) else
                        None if K.all_finite(self.params.grad) else "gradient")
@@ -455,16 +398,13 @@ class MLP:
 
     def _evaluate(self, x, y, chunk=1024):
         rows = min(chunk, len(x))
-        acts, _ = self._buffers(rows)
+        network = self._network(rows)
         total_loss = 0.0
         total_correct = 0
-        out_activation = "linear" if self._fused else self.output
         for lo in range(0, len(x), rows):
-            xb, yb = x[lo:lo + rows], y[lo:lo + rows]
-            out = self._forward(xb, acts, out_activation)
-            total_loss += self._loss(out, yb, reduction="sum")
-            if self.metrics:
-                total_correct += self._correct(out, yb)
+            loss, correct = network.evaluate(x[lo:lo + rows], y[lo:lo + rows])
+            total_loss += loss
+            total_correct += correct
         logs = {"loss": total_loss / (len(x) * self._loss_terms_per_sample())}
         if self.metrics:
             logs["accuracy"] = total_correct / (len(x) * self._accuracy_terms_per_sample())
@@ -490,10 +430,10 @@ class MLP:
         output), float32 of shape (N, outputs)."""
         x = self._inputs(x)
         rows = max(1, min(_check_int(batch_size, "batch_size", 1), len(x)))
-        acts, _ = self._buffers(rows)
+        network = self._network(rows, loss=False)
         out = np.empty((len(x), self.layer_sizes[-1]), np.float32)
         for lo in range(0, len(x), rows):
-            out[lo:lo + rows] = self._forward(x[lo:lo + rows], acts, self.output)
+            network.forward(x[lo:lo + rows], out[lo:lo + rows])
         return out
 
     # -- save / load ---------------------------------------------------------

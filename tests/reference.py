@@ -121,3 +121,15 @@ def softmax_cross_entropy(z, labels, smoothing=0.0, ignore=-100):
     per = np.where(keep, (t * (lse - z)).sum(1), 0.0)
     grad = np.where(keep[:, None], np.exp(z - lse) * t.sum(1, keepdims=True) - t, 0.0)
     return per, grad, keep
+
+
+# (hidden activation, output activation, loss) of the MLP the model tests
+# cover: every loss, each with an output activation it allows.
+MODEL_CASES = [
+    ("relu", "softmax", "sparse_categorical_crossentropy"),
+    ("tanh", "softmax", "categorical_crossentropy"),
+    ("sigmoid", "sigmoid", "binary_crossentropy"),
+    ("relu", "linear", "mse"),
+    ("tanh", "softmax", "mse"),
+    ("linear", "sigmoid", "mse"),
+]

@@ -1,0 +1,454 @@
+# A fully connected network's forward and backward passes in C (included
+# into _kernels.pyx): the training step of fastopt.MLP with no Python
+# between its matrix products.  Each piece is the same core the checked
+# layer and loss kernels run (_sgemm, _bias_act, _xent, ...), so a pass here
+# gives the bits those kernels give when called one by one.
+
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from libc.string cimport memcpy
+
+cdef enum LossKind:
+    LOSS_NONE
+    LOSS_SPARSE_CE
+    LOSS_CATEGORICAL_CE
+    LOSS_BCE
+    LOSS_MSE
+
+_LOSS_KINDS = {None: LOSS_NONE, "sparse_categorical_crossentropy": LOSS_SPARSE_CE,
+               "categorical_crossentropy": LOSS_CATEGORICAL_CE,
+               "binary_crossentropy": LOSS_BCE, "mse": LOSS_MSE}
+
+# The softmax cross-entropy losses take the logits and need a softmax output;
+# binary cross-entropy takes the logits and needs a sigmoid output.
+_LOSS_OUTPUT = {LOSS_SPARSE_CE: ACT_SOFTMAX, LOSS_CATEGORICAL_CE: ACT_SOFTMAX,
+                LOSS_BCE: ACT_SIGMOID}
+
+
+cdef struct _Layer:
+    Py_ssize_t fan_in, fan_out
+    const float *W       # (fan_in, fan_out), the caller's
+    const float *b       # (fan_out,), the caller's
+    float *dW            # like W, the caller's
+    float *db            # like b, the caller's
+    float *a             # (rows, fan_out): this layer's activations, owned
+    float *d             # (rows, fan_out): d loss / d pre-activation, owned
+
+
+cdef Py_ssize_t _positive_count(object value, str name) except -1:
+    if isinstance(value, _BOOL_TYPES) or not isinstance(value, _INT_TYPES):
+        raise TypeError(f"{name} must be an int, got {_show(value)}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return value
+
+
+cdef class Network:
+    """The forward and backward passes of a fully connected network, in C.
+
+    ``Network(weights, biases, weight_grads, bias_grads, *, rows,
+    activation='relu', output='softmax', loss=None)`` binds layer k's
+    weights ``(fan_in, fan_out)``, bias ``(fan_out,)`` and their gradient
+    arrays (float32, C-contiguous; the gradients writable and sharing memory
+    with nothing else), checked once, and allocates activation buffers for
+    up to ``rows`` samples.  Each call then runs a whole pass without the GIL
+    and without Python between the layers.  Layer k computes
+    ``a_k = act(a_{k-1} @ W_k + b_k)`` with ``activation`` on the hidden
+    layers and ``output`` on the last.
+
+    ``loss`` is 'sparse_categorical_crossentropy' (int64 labels of shape
+    (N,)), 'categorical_crossentropy' (float32 targets (N, outputs)) -- both
+    need ``output='softmax'`` and are computed from the logits, fused with
+    the softmax --, 'binary_crossentropy' (``output='sigmoid'``, from the
+    logits), 'mse' (on the output activation), or None for a network that
+    only predicts.  The arithmetic is that of :func:`gemm_`,
+    :func:`bias_activation_`, :func:`softmax_cross_entropy`,
+    :func:`binary_cross_entropy`, :func:`mean_squared_error`,
+    :func:`activation_backward_`, :func:`bias_grad` and :func:`count_correct`
+    called layer by layer (the same compiled code), so the results are
+    bit-identical to that composition.
+
+    On every call the bound arrays are checked, in C, to still be the memory
+    they were bound to (as :class:`BoundUpdate` does).  Non-finite inputs are
+    not rejected: they propagate into the loss and the gradients.  Calls
+    share the network's buffers and write the same gradient arrays, so one
+    Network serves one thread at a time.
+    """
+    cdef _Layer *layers
+    cdef int depth
+    cdef Py_ssize_t max_rows, inputs, outputs
+    cdef Activation hidden, output
+    cdef LossKind loss
+    cdef bint fused              # the loss takes the output layer's logits
+    cdef tuple bound             # per layer (W, b, dW, db): the caller's arrays, kept alive
+    cdef tuple owned             # the buffers the layers' a and d point into
+    cdef cnp.ndarray x_rows      # gathered inputs (rows, inputs)
+    cdef cnp.ndarray label_rows  # gathered int64 labels (rows,)
+    cdef cnp.ndarray target_rows # gathered float32 targets (rows, outputs)
+
+    def __cinit__(self):
+        self.layers = NULL
+        self.depth = 0
+        self.bound = ()
+
+    def __dealloc__(self):
+        PyMem_Free(self.layers)
+
+    def __init__(self, weights, biases, weight_grads, bias_grads, *, rows,
+                 activation="relu", output="softmax", loss=None):
+        if self.layers != NULL:
+            raise TypeError("a Network is initialised once")
+        args = {"weights": weights, "biases": biases, "weight_grads": weight_grads,
+                "bias_grads": bias_grads}
+        for name, value in args.items():
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"{name} must be a list or tuple of float32 arrays, "
+                                f"got {_show(value)}")
+        cdef Py_ssize_t depth = len(weights)
+        if depth < 1:
+            raise ValueError("weights must hold at least one layer's matrix")
+        for name, value in args.items():
+            if len(value) != depth:
+                raise ValueError(f"{name} has {len(value)} arrays, weights has {depth}; "
+                                 f"every list needs one per layer")
+        self.max_rows = _positive_count(rows, "rows")
+        self.hidden = _activation(activation)
+        self.output = _activation(output)
+        try:
+            self.loss = _LOSS_KINDS[loss]
+        except (KeyError, TypeError):
+            raise ValueError(f"loss must be None or one of "
+                             f"{sorted(k for k in _LOSS_KINDS if k)}, got {loss!r}") from None
+        needs = _LOSS_OUTPUT.get(<int>self.loss)
+        if needs is not None and <int>self.output != needs:
+            raise ValueError(f"loss {loss!r} needs output="
+                             f"{'softmax' if needs == ACT_SOFTMAX else 'sigmoid'!r}, got "
+                             f"{output!r}")
+        self.fused = needs is not None
+
+        cdef list bound = [], arrays = [], names = []
+        cdef Py_ssize_t k, fan_in, fan_out
+        cdef cnp.ndarray W, b, dW, db
+        for k in range(depth):
+            W = _matrix(weights[k], f"weights[{k}]", False)
+            fan_in, fan_out = W.shape[0], W.shape[1]
+            if k and fan_in != (<cnp.ndarray>bound[k - 1][0]).shape[1]:
+                raise ValueError(f"weights[{k}] has {fan_in} rows, but layer {k - 1} has "
+                                 f"{(<cnp.ndarray>bound[k - 1][0]).shape[1]} outputs")
+            if fan_in < 1 or fan_out < 1:
+                raise ValueError(f"weights[{k}] has shape {(<object>W).shape}; every layer "
+                                 f"needs at least one input and one output")
+            b = _array(biases[k], f"biases[{k}]", False)
+            dW = _matrix(weight_grads[k], f"weight_grads[{k}]", True)
+            db = _array(bias_grads[k], f"bias_grads[{k}]", True)
+            if cnp.PyArray_SIZE(b) != fan_out or cnp.PyArray_SIZE(db) != fan_out:
+                raise ValueError(f"biases[{k}] and bias_grads[{k}] must have {fan_out} "
+                                 f"elements (the columns of weights[{k}]), got "
+                                 f"{cnp.PyArray_SIZE(b)} and {cnp.PyArray_SIZE(db)}")
+            if (<object>dW).shape != (<object>W).shape:
+                raise ValueError(f"weight_grads[{k}] has shape {(<object>dW).shape}, "
+                                 f"weights[{k}] {(<object>W).shape}")
+            bound.append((W, b, dW, db))
+            arrays += [dW, db]
+            names += [f"weight_grads[{k}]", f"bias_grads[{k}]"]
+        # the gradients are written: none may share memory with any bound array
+        for k in range(depth):
+            W, b = bound[k][0], bound[k][1]
+            _disjoint(tuple(arrays) + (W, b), tuple(names) + (f"weights[{k}]", f"biases[{k}]"))
+
+        cdef list owned = []
+        for k in range(depth):
+            fan_out = (<cnp.ndarray>bound[k][0]).shape[1]
+            owned += [np.empty((self.max_rows, fan_out), np.float32),
+                      np.empty((self.max_rows, fan_out), np.float32)]
+        self.inputs = (<cnp.ndarray>bound[0][0]).shape[0]
+        self.outputs = (<cnp.ndarray>bound[depth - 1][0]).shape[1]
+        self.x_rows = np.empty((self.max_rows, self.inputs), np.float32)
+        self.label_rows = np.empty(self.max_rows, np.int64)
+        self.target_rows = np.empty((self.max_rows, self.outputs), np.float32)
+        cdef _Layer *layers = <_Layer *>PyMem_Calloc(depth, sizeof(_Layer))
+        if layers == NULL:
+            raise MemoryError("no memory for the network's layer table")
+        for k in range(depth):
+            W, b, dW, db = bound[k]
+            layers[k].fan_in = W.shape[0]
+            layers[k].fan_out = W.shape[1]
+            layers[k].W = <const float *>cnp.PyArray_DATA(W)
+            layers[k].b = <const float *>cnp.PyArray_DATA(b)
+            layers[k].dW = _f32(dW)
+            layers[k].db = _f32(db)
+            layers[k].a = _f32(owned[2 * k])
+            layers[k].d = _f32(owned[2 * k + 1])
+        # set last: a Network whose __init__ failed has no layers and refuses every call
+        self.bound = tuple(bound)
+        self.owned = tuple(owned)
+        self.depth = depth
+        self.layers = layers
+
+    cdef int _check_bound(self) except -1:
+        if self.layers == NULL:
+            raise TypeError("this Network was not initialised")
+        cdef Py_ssize_t k
+        cdef _Layer *L
+        cdef tuple arrays
+        for k in range(self.depth):
+            L = &self.layers[k]
+            arrays = self.bound[k]
+            if not (_unchanged(arrays[0], L.W, L.fan_in * L.fan_out, False)
+                    and _unchanged(arrays[1], L.b, L.fan_out, False)
+                    and _unchanged(arrays[2], L.dW, L.fan_in * L.fan_out, True)
+                    and _unchanged(arrays[3], L.db, L.fan_out, True)):
+                raise ValueError(f"the arrays of layer {k} are no longer the native float32, "
+                                 f"C-contiguous memory this Network was bound to (resized, "
+                                 f"re-typed or made read-only since); make a new Network")
+        return 0
+
+    cdef cnp.ndarray _samples(self, object x):
+        """``x`` checked: float32 (N, inputs), C-contiguous, sharing no memory
+        with the arrays a pass writes."""
+        cdef cnp.ndarray xm = _matrix(x, "x", False)
+        if xm.shape[1] != self.inputs:
+            raise ValueError(f"x must have {self.inputs} columns (the network's inputs), "
+                             f"got shape {(<object>xm).shape}")
+        self._apart(xm, "x", False)
+        return xm
+
+    cdef int _apart(self, cnp.ndarray a, str name, bint weights_too) except -1:
+        """ValueError if ``a`` shares memory with a gradient array (or, with
+        ``weights_too``, a weight or bias)."""
+        cdef uintptr_t lo = <uintptr_t>cnp.PyArray_DATA(a)
+        cdef uintptr_t hi = lo + <uintptr_t>cnp.PyArray_NBYTES(a)
+        cdef Py_ssize_t k, j
+        cdef cnp.ndarray other
+        for k in range(self.depth):
+            for j in range(4):
+                if j < 2 and not weights_too:
+                    continue
+                other = self.bound[k][j]
+                if lo < <uintptr_t>cnp.PyArray_DATA(other) + <uintptr_t>cnp.PyArray_NBYTES(other) \
+                        and <uintptr_t>cnp.PyArray_DATA(other) < hi:
+                    raise ValueError(f"{name} shares memory with "
+                                     f"{('weights', 'biases', 'weight_grads', 'bias_grads')[j]}"
+                                     f"[{k}], which this Network "
+                                     f"{'writes' if j >= 2 else 'reads'}")
+        return 0
+
+    cdef int _rows_of(self, cnp.ndarray xm, object y, object index, const float **x_out,
+                      const long long **labels, const float **targets,
+                      Py_ssize_t *n_out) except -1:
+        """Check ``y`` and ``index``; point at the rows of the batch (gathered
+        into this network's buffers when ``index`` is given)."""
+        if self.loss == LOSS_NONE:
+            raise TypeError("this Network has no loss (loss=None): it can only predict")
+        cdef Py_ssize_t N = xm.shape[0], n, i, r, bad = -1
+        cdef Py_ssize_t C = self.outputs, D = self.inputs
+        cdef bint sparse = self.loss == LOSS_SPARSE_CE
+        cdef cnp.ndarray ym
+        cdef const long long *Y = NULL
+        cdef const float *T = NULL
+        cdef const long long *I
+        cdef float *Xg
+        cdef long long *Yg
+        cdef float *Tg
+        cdef const float *X = <const float *>cnp.PyArray_DATA(xm)
+        if sparse:
+            if not cnp.PyArray_Check(y) or cnp.PyArray_TYPE(<cnp.ndarray>y) != cnp.NPY_INT64 \
+                    or cnp.PyArray_NDIM(<cnp.ndarray>y) != 1 \
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>y) \
+                    or not cnp.PyArray_ISALIGNED(<cnp.ndarray>y) \
+                    or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>y):
+                raise TypeError(f"y must be a C-contiguous native int64 array of labels, "
+                                f"got {_show(y) if not cnp.PyArray_Check(y) else repr(y.dtype) + ' ' + repr(y.shape)}")
+            ym = <cnp.ndarray>y
+            self._apart(ym, "y", False)
+            Y = <const long long *>cnp.PyArray_DATA(ym)
+            if ym.shape[0] != N:
+                raise ValueError(f"y has {ym.shape[0]} labels, x has {N} samples")
+        else:
+            ym = _matrix(y, "y", False)
+            if ym.shape[0] != N or ym.shape[1] != C:
+                raise ValueError(f"y must have shape ({N}, {C}), got {(<object>ym).shape}")
+            self._apart(ym, "y", False)
+            T = <const float *>cnp.PyArray_DATA(ym)
+        if index is None:
+            n = N
+            if n > self.max_rows:
+                raise ValueError(f"x has {n} samples, more than this Network's rows={self.max_rows}")
+        else:
+            if not cnp.PyArray_Check(index) \
+                    or cnp.PyArray_TYPE(<cnp.ndarray>index) != cnp.NPY_INT64 \
+                    or cnp.PyArray_NDIM(<cnp.ndarray>index) != 1 \
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>index) \
+                    or not cnp.PyArray_ISALIGNED(<cnp.ndarray>index) \
+                    or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>index):
+                raise TypeError("index must be a 1-D C-contiguous native int64 array")
+            n = (<cnp.ndarray>index).shape[0]
+            if n > self.max_rows:
+                raise ValueError(f"index selects {n} samples, more than this Network's "
+                                 f"rows={self.rows}")
+            I = <const long long *>cnp.PyArray_DATA(<cnp.ndarray>index)
+            Xg = _f32(self.x_rows)
+            Yg = <long long *>cnp.PyArray_DATA(self.label_rows)
+            Tg = _f32(self.target_rows)
+            with nogil:
+                for r in range(n):
+                    i = I[r]
+                    if i < 0 or i >= N:
+                        bad = r
+                        break
+                    memcpy(Xg + r * D, X + i * D, D * sizeof(float))
+                    if sparse:
+                        Yg[r] = Y[i]
+                    else:
+                        memcpy(Tg + r * C, T + i * C, C * sizeof(float))
+            if bad >= 0:
+                raise ValueError(f"index[{bad}] = {I[bad]} is out of range for {N} samples")
+            X = Xg
+            if sparse:
+                Y = Yg
+            else:
+                T = Tg
+        if n == 0:
+            raise ValueError("the batch holds no samples")
+        cdef fo_nonfinite_args scan
+        if sparse:
+            for r in range(n):
+                if Y[r] < 0 or Y[r] >= C:
+                    raise ValueError(f"label {Y[r]} (batch row {r}) is not a class label in "
+                                     f"[0, {C})")
+        else:
+            scan.x = T
+            if fo_run(fo_active.nonfinite, &scan, n * C):
+                raise ValueError("y (the targets of this batch) holds nan or inf")
+        x_out[0] = X
+        labels[0] = Y
+        targets[0] = T
+        n_out[0] = n
+        return 0
+
+    cdef void _forward(self, const float *x, Py_ssize_t n, Activation last) noexcept nogil:
+        cdef int k
+        cdef _Layer *L
+        cdef const float *a = x
+        for k in range(self.depth):
+            L = &self.layers[k]
+            _sgemm(False, False, n, L.fan_out, L.fan_in, a, L.fan_in, L.W, L.fan_out, L.a)
+            _bias_act(L.a, L.b, n, L.fan_out, self.hidden if k < self.depth - 1 else last)
+            a = L.a
+
+    cdef int _loss(self, Py_ssize_t n, const long long *labels, const float *targets,
+                   bint backward, double *total, Py_ssize_t *correct) noexcept nogil:
+        """Loss (summed, or the mean's terms scaled for the gradient) and
+        correct count of the last forward pass; with ``backward`` the loss
+        gradient into the last layer's d.  0, or -1 if out of memory."""
+        cdef _Layer *L = &self.layers[self.depth - 1]
+        cdef Py_ssize_t C = L.fan_out
+        cdef float *G = L.d if backward else NULL
+        cdef double count = n if (self.loss == LOSS_SPARSE_CE
+                                  or self.loss == LOSS_CATEGORICAL_CE) else <double>n * C
+        if self.loss == LOSS_SPARSE_CE:
+            correct[0] = _correct_sparse(L.a, labels, n, C)
+        elif self.loss == LOSS_BCE or C == 1:
+            correct[0] = _correct_binary(L.a, targets, n * C, self.fused)
+        else:
+            correct[0] = _correct_categorical(L.a, targets, n, C)
+        if self.loss == LOSS_SPARSE_CE or self.loss == LOSS_CATEGORICAL_CE:
+            # labels were checked to be in [0, C): -1 is never ignored
+            return _xent(L.a, labels, targets, G, NULL, n, C, -1, 0.0,
+                         1.0 / count if backward else 1.0, total)
+        if self.loss == LOSS_BCE:
+            total[0] = _bce(L.a, targets, G, NULL, n * C, True, 1.0 / count if backward else 1.0)
+            return 0
+        total[0] = _mse(L.a, targets, G, NULL, n * C, 2.0 / count if backward else 2.0)
+        if backward:
+            _act_backward(G, L.a, n, C, self.output)
+        return 0
+
+    cdef void _backward(self, const float *x, Py_ssize_t n) noexcept nogil:
+        cdef int k
+        cdef _Layer *L
+        cdef _Layer *P
+        for k in range(self.depth - 1, -1, -1):
+            L = &self.layers[k]
+            _sgemm(True, False, L.fan_in, L.fan_out, n, x if k == 0 else self.layers[k - 1].a,
+                   L.fan_in, L.d, L.fan_out, L.dW)
+            _bias_grad(L.d, L.db, n, L.fan_out)
+            if k:
+                P = &self.layers[k - 1]
+                _sgemm(False, True, n, L.fan_in, L.fan_out, L.d, L.fan_out, L.W, L.fan_out, P.d)
+                _act_backward(P.d, P.a, n, L.fan_in, self.hidden)
+
+    cdef tuple _pass(self, object x, object y, object index, bint backward):
+        self._check_bound()
+        cdef cnp.ndarray xm = self._samples(x)
+        cdef const float *X
+        cdef const long long *labels
+        cdef const float *targets
+        cdef Py_ssize_t n, correct = 0
+        self._rows_of(xm, y, index, &X, &labels, &targets, &n)
+        cdef double total = 0.0
+        cdef int status
+        with nogil:
+            self._forward(X, n, ACT_LINEAR if self.fused else self.output)
+            status = self._loss(n, labels, targets, backward, &total, &correct)
+            if status == 0 and backward:
+                self._backward(X, n)
+        if status != 0:
+            raise MemoryError(f"no scratch memory for a row of {self.outputs} classes")
+        if backward:
+            count = n if (self.loss == LOSS_SPARSE_CE or self.loss == LOSS_CATEGORICAL_CE) \
+                else n * self.outputs
+            return total / count, correct
+        return total, correct
+
+    def gradients(self, x, y, index=None):
+        """Forward, loss and backward over one batch: the gradient of the
+        mean loss is written into ``weight_grads`` and ``bias_grads``.
+
+        The batch is ``x`` and ``y`` (at most ``rows`` samples), or with
+        ``index`` (int64) their rows ``index`` gathered into this network's
+        own buffers (``x`` and ``y`` may then be a whole training set).
+        ``x`` is float32 (N, inputs), C-contiguous; ``y`` int64 labels (N,)
+        for sparse categorical cross-entropy, else float32 (N, outputs),
+        finite.  Returns ``(mean loss, correct predictions)``; the mean is
+        over samples for the cross-entropies and over every output for
+        binary cross-entropy and mse, as Keras and torch average them.
+        """
+        return self._pass(x, y, index, True)
+
+    def evaluate(self, x, y):
+        """``(summed loss, correct predictions)`` over ``x`` and ``y`` (at
+        most ``rows`` samples), as :meth:`gradients` would count them; no
+        gradient is written."""
+        return self._pass(x, y, None, False)
+
+    def forward(self, x, out):
+        """The outputs (after the output activation) of ``x`` (float32
+        (N, inputs), N <= rows) into ``out`` (float32 (N, outputs),
+        C-contiguous, writable)."""
+        self._check_bound()
+        cdef cnp.ndarray xm = self._samples(x)
+        cdef Py_ssize_t n = xm.shape[0]
+        cdef cnp.ndarray o = _matrix(out, "out", True)
+        self._apart(o, "out", True)
+        if o.shape[0] != n or o.shape[1] != self.outputs:
+            raise ValueError(f"out must have shape ({n}, {self.outputs}), got "
+                             f"{(<object>o).shape}")
+        if n > self.max_rows:
+            raise ValueError(f"x has {n} samples, more than this Network's rows={self.max_rows}")
+        cdef const float *X = <const float *>cnp.PyArray_DATA(xm)
+        cdef float *O = _f32(o)
+        cdef _Layer *L = &self.layers[self.depth - 1]
+        with nogil:
+            self._forward(X, n, self.output)
+            memcpy(O, L.a, n * self.outputs * sizeof(float))
+
+    @property
+    def rows(self):
+        """The most samples one call can take."""
+        return self.max_rows
+
+    def __repr__(self):
+        if self.layers == NULL:
+            return "<Network (uninitialised)>"
+        sizes = [self.inputs] + [self.layers[k].fan_out for k in range(self.depth)]
+        return f"<Network {sizes} for up to {self.max_rows} samples>"
