@@ -1,5 +1,5 @@
 """Type stubs for the compiled extension fastopt._kernels."""
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -110,3 +110,66 @@ def all_finite(x: _F32) -> bool: ...
 def simd_levels() -> list[str]: ...
 def set_simd_level(name: str) -> None: ...
 def build_info() -> dict[str, Any]: ...
+
+# -- losses (loss value and gradient in one pass) ---------------------------
+_Reduction = Literal["mean", "sum", "none"]
+_Activation = Literal["linear", "relu", "sigmoid", "tanh", "softmax"]
+_LossName = Literal["sparse_categorical_crossentropy", "categorical_crossentropy",
+                    "binary_crossentropy", "mse"]
+
+def softmax_cross_entropy(
+    logits: _F32,
+    labels: npt.NDArray[np.integer[Any]] | _F32,
+    grad: _F32 | None = None,
+    *,
+    reduction: _Reduction = "mean",
+    label_smoothing: _Real = 0.0,
+    ignore_index: int = -100,
+) -> float | npt.NDArray[np.float64]: ...
+def binary_cross_entropy(
+    outputs: _F32,
+    targets: _F32,
+    grad: _F32 | None = None,
+    *,
+    from_logits: _Bool = True,
+    reduction: _Reduction = "mean",
+) -> float | npt.NDArray[np.float64]: ...
+def mean_squared_error(
+    pred: _F32, target: _F32, grad: _F32 | None = None, *, reduction: _Reduction = "mean"
+) -> float | npt.NDArray[np.float64]: ...
+
+# -- layer kernels and the network pass -------------------------------------
+def bias_activation_(z: _F32, bias: _F32, activation: _Activation) -> None: ...
+def activation_backward_(grad: _F32, out: _F32, activation: _Activation) -> None: ...
+def bias_grad(grad: _F32, out: _F32) -> None: ...
+def count_correct(
+    outputs: _F32,
+    targets: npt.NDArray[np.int64] | _F32,
+    kind: Literal["sparse", "categorical", "binary"],
+    *,
+    from_logits: _Bool = False,
+) -> int: ...
+def gemm_(a: _F32, b: _F32, out: _F32, *, trans_a: _Bool = False,
+          trans_b: _Bool = False) -> None: ...
+
+class Network:
+    def __init__(
+        self,
+        weights: Sequence[_F32],
+        biases: Sequence[_F32],
+        weight_grads: Sequence[_F32],
+        bias_grads: Sequence[_F32],
+        *,
+        rows: int,
+        activation: _Activation = "relu",
+        output: _Activation = "softmax",
+        loss: _LossName | None = None,
+    ) -> None: ...
+    @property
+    def rows(self) -> int: ...
+    def gradients(
+        self, x: _F32, y: npt.NDArray[np.int64] | _F32,
+        index: npt.NDArray[np.int64] | None = None,
+    ) -> tuple[float, int]: ...
+    def evaluate(self, x: _F32, y: npt.NDArray[np.int64] | _F32) -> tuple[float, int]: ...
+    def forward(self, x: _F32, out: _F32) -> None: ...

@@ -1,9 +1,12 @@
 """The compiled extension is really there, and says how it was built."""
+import ast
 import importlib.machinery
+import inspect
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -56,3 +59,26 @@ def test_import_without_extension_fails_clearly(tmp_path):
     assert proc.returncode != 0
     assert "ImportError" in proc.stderr
     assert "no pure-Python fallback" in proc.stderr and "pip install ." in proc.stderr
+
+
+def test_type_stubs_cover_every_public_name_of_the_extension():
+    """_kernels.pyi (shipped with the package) declares every public function
+    and class of the compiled module, with the same parameter names."""
+    stub = ast.parse((Path(_kernels.__file__).parent / "_kernels.pyi").read_text())
+    declared = {node.name: node for node in stub.body
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    public = {name for name, obj in vars(_kernels).items()
+              if not name.startswith("_") and (inspect.isbuiltin(obj) or inspect.isclass(obj)
+                                              or callable(obj))
+              and getattr(obj, "__module__", None) == "fastopt._kernels"}
+    assert public - set(declared) == set()
+    for name in public:
+        node, obj = declared[name], getattr(_kernels, name)
+        if isinstance(node, ast.FunctionDef):
+            stub_params = [a.arg for a in node.args.args + node.args.kwonlyargs]
+            try:
+                real = list(inspect.signature(obj).parameters)
+            except (TypeError, ValueError):
+                continue
+            real = [p for p in real if p not in ("args", "kwargs")]
+            assert stub_params == real, name
