@@ -122,7 +122,7 @@ class MLP:
         self.loss = None
         self.metrics = []
         self.history = None
-        self._batch = None
+        self._train_network = None
 
     # -- compile -------------------------------------------------------------
     def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=None):
@@ -162,7 +162,7 @@ class MLP:
         self.optimizer = opt
         self.loss = canonical
         self.metrics = ["accuracy"] if metrics else []
-        self._batch = None
+        self._train_network = None
         return self
 
     # -- data ----------------------------------------------------------------
@@ -319,9 +319,9 @@ class MLP:
             callbacks.append(ProgressBar(steps, epochs))
         if checkpoint is not None:
             callbacks.append(ModelCheckpoint(checkpoint))
-        if self._batch is None or self._batch.rows != rows:
-            self._batch = self._network(rows)
-        network = self._batch
+        if self._train_network is None or self._train_network.rows != rows:
+            self._train_network = self._network(rows)
+        network = self._train_network
         resumed = initial_epoch and self.history is not None \
             and len(self.history.epoch) == initial_epoch
         history = self.history if resumed else History()

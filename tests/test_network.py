@@ -275,3 +275,46 @@ def test_an_unfinished_network_refuses_calls():
     with pytest.raises(TypeError, match="initialised once"):
         good.__init__(model.weights, model.biases, model._weight_grads, model._bias_grads,
                       rows=2)
+
+
+# -- any architecture ------------------------------------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+LOSS_OUTPUTS = sorted({(output, loss) for _, output, loss in CASES})
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes=st.lists(st.integers(1, 40), min_size=2, max_size=5),
+       activation=st.sampled_from(["relu", "tanh", "sigmoid", "linear"]),
+       output_loss=st.sampled_from(LOSS_OUTPUTS),
+       rows=st.integers(1, 40), data=st.data())
+def test_any_architecture_and_batch_gives_the_composed_bits(sizes, activation, output_loss,
+                                                             rows, data):
+    output, loss = output_loss
+    model = _model(activation, output, loss, sizes=sizes, seed=data.draw(st.integers(0, 99)))
+    total = data.draw(st.integers(1, 60))
+    rng = np.random.default_rng(total)
+    x = rng.standard_normal((total, sizes[0])).astype(np.float32)
+    y = _targets(loss, total, sizes[-1], seed=total)
+    n = data.draw(st.integers(1, min(rows, total)))
+    if data.draw(st.booleans()):  # gather rows of a larger set
+        idx = np.asarray(data.draw(st.lists(st.integers(0, total - 1), min_size=n,
+                                            max_size=n)), np.int64)
+        xb, yb = np.ascontiguousarray(x[idx]), np.ascontiguousarray(y[idx])
+        args = (x, y, idx)
+    else:
+        xb, yb = x[:n], y[:n]
+        args = (xb, yb)
+    net = model._network(rows)
+    got = net.gradients(*args)
+    want_loss, want_correct, dWs, dbs = _composed(model, xb, yb, backward=True)
+    assert got == (want_loss, want_correct) or (np.isnan(got[0]) and np.isnan(want_loss))
+    for k in range(len(dWs)):
+        np.testing.assert_array_equal(model._weight_grads[k], dWs[k])
+        np.testing.assert_array_equal(model._bias_grads[k], dbs[k])
+    out = np.empty((n, sizes[-1]), np.float32)
+    net.forward(xb, out)
+    np.testing.assert_array_equal(out, _composed_outputs(model, xb))
