@@ -25,10 +25,18 @@ cdef Activation _activation(object name) except *:
                          f"got {name!r}") from None
 
 
+cdef enum:
+    _BLAS_DIM_MAX = 2147483647   # BLAS (LP64) takes every dimension as a C int
+
+
 cdef cnp.ndarray _matrix(object a, str name, bint writable):
+    """A 2-D float32 matrix whose dimensions BLAS can take."""
     cdef cnp.ndarray m = _array(a, name, writable)
     if cnp.PyArray_NDIM(m) != 2:
         raise ValueError(f"{name} must be 2-D (batch, features), got shape {(<object>m).shape}")
+    if m.shape[0] > _BLAS_DIM_MAX or m.shape[1] > _BLAS_DIM_MAX:
+        raise ValueError(f"{name} has shape {(<object>m).shape}; BLAS takes dimensions up "
+                         f"to {_BLAS_DIM_MAX}")
     return m
 
 

@@ -111,6 +111,9 @@ cdef class Network:
                 raise ValueError(f"{name} has {len(value)} arrays, weights has {depth}; "
                                  f"every list needs one per layer")
         self.max_rows = _positive_count(rows, "rows")
+        if self.max_rows > _BLAS_DIM_MAX:
+            raise ValueError(f"rows must be at most {_BLAS_DIM_MAX} (BLAS takes dimensions "
+                             f"as C ints), got {rows!r}")
         self.hidden = _activation(activation)
         self.output = _activation(output)
         try:

@@ -409,3 +409,8 @@ def test_gemm_errors():
         K.gemm_(sq, np.ones((4, 4), np.float32), sq)
     with pytest.raises(TypeError, match="b must have dtype float32"):
         K.gemm_(a, np.ones((4, 2)), np.empty((3, 2), np.float32))
+    # a dimension a C int cannot hold (an empty array, so it needs no memory)
+    # is refused instead of being truncated on its way to BLAS
+    huge = np.empty((2**31, 0), np.float32)
+    with pytest.raises(ValueError, match=r"a has shape \(2147483648, 0\); BLAS takes"):
+        K.gemm_(huge, np.empty((0, 2), np.float32), np.empty((1, 2), np.float32))
