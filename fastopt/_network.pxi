@@ -34,6 +34,16 @@ cdef struct _Layer:
     float *d             # (rows, fan_out): d loss / d pre-activation, owned
 
 
+cdef bint _is_int64_vector(object a):
+    """A 1-D, C-contiguous, aligned, native-order int64 ndarray."""
+    if not cnp.PyArray_Check(a):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == cnp.NPY_INT64 and cnp.PyArray_NDIM(arr) == 1
+            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
+            and cnp.PyArray_ISNOTSWAPPED(arr))
+
+
 cdef Py_ssize_t _positive_count(object value, str name) except -1:
     if isinstance(value, _BOOL_TYPES) or not isinstance(value, _INT_TYPES):
         raise TypeError(f"{name} must be an int, got {_show(value)}")
@@ -254,13 +264,11 @@ cdef class Network:
         cdef float *Tg
         cdef const float *X = <const float *>cnp.PyArray_DATA(xm)
         if sparse:
-            if not cnp.PyArray_Check(y) or cnp.PyArray_TYPE(<cnp.ndarray>y) != cnp.NPY_INT64 \
-                    or cnp.PyArray_NDIM(<cnp.ndarray>y) != 1 \
-                    or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>y) \
-                    or not cnp.PyArray_ISALIGNED(<cnp.ndarray>y) \
-                    or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>y):
+            if not _is_int64_vector(y):
+                got = (f"{y.dtype} of shape {y.shape}" if cnp.PyArray_Check(y)
+                       else _show(y))
                 raise TypeError(f"y must be a C-contiguous native int64 array of labels, "
-                                f"got {_show(y) if not cnp.PyArray_Check(y) else repr(y.dtype) + ' ' + repr(y.shape)}")
+                                f"got {got}")
             ym = <cnp.ndarray>y
             self._apart(ym, "y", False)
             Y = <const long long *>cnp.PyArray_DATA(ym)
@@ -275,19 +283,15 @@ cdef class Network:
         if index is None:
             n = N
             if n > self.max_rows:
-                raise ValueError(f"x has {n} samples, more than this Network's rows={self.max_rows}")
+                raise ValueError(f"x has {n} samples, more than this Network's "
+                                 f"rows={self.max_rows}")
         else:
-            if not cnp.PyArray_Check(index) \
-                    or cnp.PyArray_TYPE(<cnp.ndarray>index) != cnp.NPY_INT64 \
-                    or cnp.PyArray_NDIM(<cnp.ndarray>index) != 1 \
-                    or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>index) \
-                    or not cnp.PyArray_ISALIGNED(<cnp.ndarray>index) \
-                    or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>index):
+            if not _is_int64_vector(index):
                 raise TypeError("index must be a 1-D C-contiguous native int64 array")
             n = (<cnp.ndarray>index).shape[0]
             if n > self.max_rows:
                 raise ValueError(f"index selects {n} samples, more than this Network's "
-                                 f"rows={self.rows}")
+                                 f"rows={self.max_rows}")
             I = <const long long *>cnp.PyArray_DATA(<cnp.ndarray>index)
             Xg = _f32(self.x_rows)
             Yg = <long long *>cnp.PyArray_DATA(self.label_rows)

@@ -211,14 +211,19 @@ def test_every_call_is_checked_before_anything_is_written():
         ((x, y[:5]), ValueError, "y has 5 labels, x has 8"),
         ((x, np.where(y == y[3], 5, y)), ValueError, r"label 5 \(batch row 3\) is not a class"),
         ((x, np.where(y == y[3], -1, y)), ValueError, "is not a class label"),
-        ((np.concatenate([x, x]), np.concatenate([y, y])), ValueError, "more than this Network's rows=8"),
+        ((np.concatenate([x, x]), np.concatenate([y, y])), ValueError,
+         "more than this Network's rows=8"),
         ((x, y, np.array([0, 8], np.int64)), ValueError, r"index\[1\] = 8 is out of range"),
         ((x, y, np.array([-1], np.int64)), ValueError, r"index\[0\] = -1 is out of range"),
         ((x, y, np.array([0, 1], np.int32)), TypeError, "index must be a 1-D C-contiguous"),
         ((x, y, np.zeros(9, np.int64)), ValueError, "index selects 9 samples"),
         ((x, y, np.zeros(0, np.int64)), ValueError, "the batch holds no samples"),
         ((x[:0], y[:0]), ValueError, "the batch holds no samples"),
-        ((model.params.grad[:8 * 13].reshape(8, 13), y), ValueError, r"x shares memory with weight_grads\[0\]"),
+        ((model.params.grad[:8 * 13].reshape(8, 13), y), ValueError,
+         r"x shares memory with weight_grads\[0\]"),
+        ((x, y.astype(np.float32)), TypeError, "y must be a C-contiguous native int64 array of "
+         r"labels, got float32 of shape \(8,\)"),
+        ((x, list(y)), TypeError, "got an object of type list"),
     ]
     for args, exc, match in cases:
         with pytest.raises(exc, match=match):
