@@ -242,24 +242,22 @@ cdef cnp.ndarray _state(object a, str name, Py_ssize_t n):
     return arr
 
 
+cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
+    """True if the memory of ``a`` and ``b`` intersects."""
+    cdef uintptr_t lo_a = <uintptr_t>cnp.PyArray_DATA(a)
+    cdef uintptr_t lo_b = <uintptr_t>cnp.PyArray_DATA(b)
+    return (lo_a < lo_b + <uintptr_t>cnp.PyArray_NBYTES(b)
+            and lo_b < lo_a + <uintptr_t>cnp.PyArray_NBYTES(a))
+
+
 cdef int _disjoint(tuple arrays, tuple names) except -1:
     """ValueError if any two of the (non-None) arrays share memory."""
     cdef Py_ssize_t i, j, k = len(arrays)
-    cdef uintptr_t lo_i, hi_i, lo_j, hi_j
-    cdef cnp.ndarray ai, aj
     for i in range(k):
         if arrays[i] is None:
             continue
-        ai = arrays[i]
-        lo_i = <uintptr_t>cnp.PyArray_DATA(ai)
-        hi_i = lo_i + <uintptr_t>cnp.PyArray_NBYTES(ai)
         for j in range(i + 1, k):
-            if arrays[j] is None:
-                continue
-            aj = arrays[j]
-            lo_j = <uintptr_t>cnp.PyArray_DATA(aj)
-            hi_j = lo_j + <uintptr_t>cnp.PyArray_NBYTES(aj)
-            if lo_i < hi_j and lo_j < hi_i:
+            if arrays[j] is not None and _overlap(arrays[i], arrays[j]):
                 raise ValueError(f"{names[i]} and {names[j]} share memory; every buffer "
                                  f"of one update must be a separate array")
     return 0

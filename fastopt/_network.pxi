@@ -163,10 +163,16 @@ cdef class Network:
             bound.append((W, b, dW, db))
             arrays += [dW, db]
             names += [f"weight_grads[{k}]", f"bias_grads[{k}]"]
-        # the gradients are written: none may share memory with any bound array
+        # the gradients are written: none may share memory with another
+        # gradient or with any weight or bias (weights may share with weights)
+        _disjoint(tuple(arrays), tuple(names))
+        cdef Py_ssize_t i, j
         for k in range(depth):
-            W, b = bound[k][0], bound[k][1]
-            _disjoint(tuple(arrays) + (W, b), tuple(names) + (f"weights[{k}]", f"biases[{k}]"))
+            for j, name in ((0, f"weights[{k}]"), (1, f"biases[{k}]")):
+                for i in range(len(arrays)):
+                    if _overlap(arrays[i], bound[k][j]):
+                        raise ValueError(f"{names[i]} and {name} share memory; every buffer "
+                                         f"of one update must be a separate array")
 
         cdef list owned = []
         for k in range(depth):
@@ -228,17 +234,10 @@ cdef class Network:
     cdef int _apart(self, cnp.ndarray a, str name, bint weights_too) except -1:
         """ValueError if ``a`` shares memory with a gradient array (or, with
         ``weights_too``, a weight or bias)."""
-        cdef uintptr_t lo = <uintptr_t>cnp.PyArray_DATA(a)
-        cdef uintptr_t hi = lo + <uintptr_t>cnp.PyArray_NBYTES(a)
         cdef Py_ssize_t k, j
-        cdef cnp.ndarray other
         for k in range(self.depth):
-            for j in range(4):
-                if j < 2 and not weights_too:
-                    continue
-                other = self.bound[k][j]
-                if lo < <uintptr_t>cnp.PyArray_DATA(other) + <uintptr_t>cnp.PyArray_NBYTES(other) \
-                        and <uintptr_t>cnp.PyArray_DATA(other) < hi:
+            for j in range(0 if weights_too else 2, 4):
+                if _overlap(a, self.bound[k][j]):
                     raise ValueError(f"{name} shares memory with "
                                      f"{('weights', 'biases', 'weight_grads', 'bias_grads')[j]}"
                                      f"[{k}], which this Network "
@@ -332,6 +331,13 @@ cdef class Network:
         n_out[0] = n
         return 0
 
+    cdef Py_ssize_t _terms(self, Py_ssize_t n) noexcept nogil:
+        """How many loss terms the mean of ``n`` samples divides by: one per
+        sample for the cross-entropies, one per output for BCE and mse."""
+        if self.loss == LOSS_SPARSE_CE or self.loss == LOSS_CATEGORICAL_CE:
+            return n
+        return n * self.outputs
+
     cdef void _forward(self, const float *x, Py_ssize_t n, Activation last) noexcept nogil:
         cdef int k
         cdef _Layer *L
@@ -350,8 +356,7 @@ cdef class Network:
         cdef _Layer *L = &self.layers[self.depth - 1]
         cdef Py_ssize_t C = L.fan_out
         cdef float *G = L.d if backward else NULL
-        cdef double count = n if (self.loss == LOSS_SPARSE_CE
-                                  or self.loss == LOSS_CATEGORICAL_CE) else <double>n * C
+        cdef double count = self._terms(n)
         if self.loss == LOSS_SPARSE_CE:
             correct[0] = _correct_sparse(L.a, labels, n, C)
         elif self.loss == LOSS_BCE or C == 1:
@@ -402,9 +407,7 @@ cdef class Network:
         if status != 0:
             raise MemoryError(f"no scratch memory for a row of {self.outputs} classes")
         if backward:
-            count = n if (self.loss == LOSS_SPARSE_CE or self.loss == LOSS_CATEGORICAL_CE) \
-                else n * self.outputs
-            return total / count, correct
+            return total / self._terms(n), correct
         return total, correct
 
     def gradients(self, x, y, index=None):
