@@ -44,15 +44,8 @@ def _composed(model, x, y, backward):
     """Loss, correct count and (with ``backward``) weight and bias gradients,
     from the public kernels called one at a time."""
     fused = LOSSES[model.loss][1]
-    n, last = len(x), len(model.weights) - 1
-    acts, a = [], x
-    for k, (W, b) in enumerate(zip(model.weights, model.biases)):
-        z = np.empty((n, W.shape[1]), np.float32)
-        K.gemm_(a, W, z)
-        K.bias_activation_(z, b, model.activation if k < last else
-                           ("linear" if fused else model.output))
-        acts.append(z)
-        a = z
+    last = len(model.weights) - 1
+    acts = _composed_forward(model, x, "linear" if fused else model.output)
     out = acts[-1]
     classes = out.shape[1]
     if model.loss == "sparse_categorical_crossentropy":
@@ -113,16 +106,23 @@ def test_a_pass_gives_the_bits_of_the_kernels_called_one_by_one(activation, outp
     np.testing.assert_array_equal(out, _composed_outputs(model, x))
 
 
-def _composed_outputs(model, x):
-    """What predict returns: every layer with its activation, the output's last."""
-    a = x
+def _composed_forward(model, x, last_activation):
+    """Every layer's activations, the hidden ones with the model's
+    activation and the last with ``last_activation``."""
+    acts, a = [], x
     for k, (W, b) in enumerate(zip(model.weights, model.biases)):
         z = np.empty((len(a), W.shape[1]), np.float32)
         K.gemm_(a, W, z)
         K.bias_activation_(z, b, model.activation if k < len(model.weights) - 1
-                           else model.output)
+                           else last_activation)
+        acts.append(z)
         a = z
-    return a
+    return acts
+
+
+def _composed_outputs(model, x):
+    """What predict returns: every layer with its activation, the output's last."""
+    return _composed_forward(model, x, model.output)[-1]
 
 
 @pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy", "mse"])
