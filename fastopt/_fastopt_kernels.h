@@ -23,6 +23,9 @@
  * A gradient can be scanned for nan/inf first (fo_nonfinite_dispatch), so
  * that a bad step is skipped whole instead of half-applied.
  *
+ * Each rule's dispatch runs its body over long ranges in prefetched blocks
+ * (FO_BLOCKED, below), over short ones in one go.
+ *
  * fo_run() runs a body over n elements: single-threaded below
  * FO_PARALLEL_MIN elements, otherwise in one static OpenMP region whose
  * chunks are multiples of 16 floats (64 bytes); subnormal flushing (FTZ/DAZ)
@@ -63,6 +66,69 @@
 
 typedef int (*fo_kernel_fn)(const void *args, ptrdiff_t lo, ptrdiff_t hi);
 
+/* Prefetching.  From FO_PREFETCH_MIN elements up, the update rules walk
+ * their buffers in blocks of FO_BLOCK elements and, before each block, ask
+ * for the lines FO_PREFETCH_AHEAD elements further on in every buffer they
+ * read (FO_BLOCKED).  The hardware prefetchers keep only so many streams
+ * going: on this project's machine (Xeon, 2 cores) asking ahead made Adam,
+ * AMSGrad, Adagrad and RMSprop steps 5-15% faster on 1M elements (buffers
+ * in L3) and on 16M (DRAM), one thread or two, and SGD with or without
+ * momentum 0-7%.  On 16K and 71K elements (L2) it made SGD up to 25% slower,
+ * hence the threshold.  Asking for more lines at once (blocks of 256 or 512
+ * elements) was slower.  A prefetch never changes a result, and none
+ * reaches outside [lo, hi). */
+#ifndef FO_PREFETCH_AHEAD
+#define FO_PREFETCH_AHEAD 512 /* elements: 2 KiB, 32 lines, per buffer */
+#endif
+#ifndef FO_PREFETCH_MIN
+#define FO_PREFETCH_MIN 131072
+#endif
+#define FO_BLOCK 64 /* elements per block: 4 lines per buffer */
+
+/* Ask for the lines FO_PREFETCH_AHEAD elements past block [b, b + FO_BLOCK)
+ * of each of the n_streams buffers, if they end before hi. */
+FO_INLINE void fo_ahead(const float *const *streams, int n_streams, ptrdiff_t b,
+                        ptrdiff_t hi) {
+    if (b + FO_PREFETCH_AHEAD + FO_BLOCK > hi) return;
+    for (int k = 0; k < n_streams; k++) {
+        const float *x = streams[k] + b + FO_PREFETCH_AHEAD;
+        for (int j = 0; j < FO_BLOCK; j += 16) __builtin_prefetch(x + j, 0, 3);
+    }
+}
+
+/* Moves the non-NULL buffers of s[0 .. n) to its front; returns how many. */
+FO_INLINE int fo_pack(const float **s, int n) {
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (s[i]) s[k++] = s[i];
+    return k;
+}
+
+/* Run CALL, an expression over the variables fo_b and fo_e, on [LO, HI):
+ * on the whole range if it is short, else block by block, [fo_b, fo_e) with
+ * a constant FO_BLOCK elements, each after a prefetch of its streams, then
+ * on the remainder.  CALL is an always-inline body, so every block is one
+ * straight vector loop, provided that (1) the body gets its buffers as
+ * restrict parameters (GCC honours restrict on the parameters of an inlined
+ * function; on locals loaded from the argument struct it did not, and
+ * checked every block for overlap), and (2) the scalars come from a local
+ * copy of the argument struct (stores through the float buffers could
+ * otherwise change it, and every block reloaded it). */
+#define FO_BLOCKED(LO, HI, STREAMS, N_STREAMS, CALL)                           \
+    do {                                                                       \
+        const ptrdiff_t fo_hi = (HI);                                          \
+        ptrdiff_t fo_b = (LO), fo_e;                                           \
+        if (FO_PREFETCH_AHEAD > 0 && fo_hi - fo_b >= FO_PREFETCH_MIN) {        \
+            for (; fo_b + FO_BLOCK <= fo_hi; fo_b += FO_BLOCK) {               \
+                fo_e = fo_b + FO_BLOCK;                                        \
+                fo_ahead((STREAMS), (N_STREAMS), fo_b, fo_hi);                 \
+                (void)(CALL);                                                  \
+            }                                                                  \
+        }                                                                      \
+        fo_e = fo_hi;                                                          \
+        if (fo_b < fo_e) (void)(CALL);                                         \
+    } while (0)
+
 /* ------------------------------------------------------------------------ */
 /* SGD, with momentum / Nesterov, in PyTorch's or Keras' form.
  *
@@ -83,11 +149,9 @@ typedef struct {
     int has_wd, first, nesterov;
 } fo_sgd_args;
 
-FO_INLINE int fo_sgd_body(const fo_sgd_args *a, ptrdiff_t lo, ptrdiff_t hi,
-                          const int has_buf) {
-    float *restrict P = a->p;
-    const float *restrict G = a->g;
-    float *restrict B = a->buf;
+FO_INLINE int fo_sgd_body(const fo_sgd_args *a, float *restrict P,
+                          const float *restrict G, float *restrict B,
+                          ptrdiff_t lo, ptrdiff_t hi, const int has_buf) {
     const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd, mu = a->mu,
                 c = a->c, nd = a->nd, s = a->s;
     const int has_wd = a->has_wd, first = a->first, nesterov = a->nesterov;
@@ -109,8 +173,14 @@ FO_INLINE int fo_sgd_body(const fo_sgd_args *a, ptrdiff_t lo, ptrdiff_t hi,
 }
 
 FO_INLINE int fo_sgd_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
-    const fo_sgd_args *a = (const fo_sgd_args *)v;
-    return a->buf ? fo_sgd_body(a, lo, hi, 1) : fo_sgd_body(a, lo, hi, 0);
+    const fo_sgd_args c = *(const fo_sgd_args *)v; /* see FO_BLOCKED */
+    const float *st[] = {c.p, c.g, c.buf};
+    const int ns = fo_pack(st, 3);
+    if (c.buf)
+        FO_BLOCKED(lo, hi, st, ns, fo_sgd_body(&c, c.p, c.g, c.buf, fo_b, fo_e, 1));
+    else
+        FO_BLOCKED(lo, hi, st, ns, fo_sgd_body(&c, c.p, c.g, c.buf, fo_b, fo_e, 0));
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -130,11 +200,9 @@ typedef struct {
     int has_wd, eps_inside;
 } fo_adagrad_args;
 
-FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
-    const fo_adagrad_args *a = (const fo_adagrad_args *)v;
-    float *restrict P = a->p;
-    const float *restrict G = a->g;
-    float *restrict S = a->sum;
+FO_INLINE int fo_adagrad_body(const fo_adagrad_args *a, float *restrict P,
+                              const float *restrict G, float *restrict S,
+                              ptrdiff_t lo, ptrdiff_t hi) {
     const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
                 eps = a->eps, neg_clr = a->neg_clr;
     const int has_wd = a->has_wd, eps_inside = a->eps_inside;
@@ -148,6 +216,13 @@ FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
         const float den = eps_inside ? sqrtf(s + eps) : sqrtf(s) + eps;
         P[i] = p + neg_clr * (d / den);
     }
+    return 0;
+}
+
+FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
+    const fo_adagrad_args c = *(const fo_adagrad_args *)v; /* see FO_BLOCKED */
+    const float *st[] = {c.p, c.g, c.sum};
+    FO_BLOCKED(lo, hi, st, 3, fo_adagrad_body(&c, c.p, c.g, c.sum, fo_b, fo_e));
     return 0;
 }
 
@@ -170,14 +245,11 @@ typedef struct {
     int has_wd, eps_inside;
 } fo_rmsprop_args;
 
-FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, ptrdiff_t lo,
-                              ptrdiff_t hi, const int has_buf,
+FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, float *restrict P,
+                              const float *restrict G, float *restrict V,
+                              float *restrict B, float *restrict A,
+                              ptrdiff_t lo, ptrdiff_t hi, const int has_buf,
                               const int centered) {
-    float *restrict P = a->p;
-    const float *restrict G = a->g;
-    float *restrict V = a->sq;
-    float *restrict B = a->buf;
-    float *restrict A = a->gavg;
     const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
                 alpha = a->alpha, one_m_alpha = a->one_m_alpha, eps = a->eps,
                 mu = a->mu, c = a->c, s = a->s;
@@ -209,12 +281,22 @@ FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, ptrdiff_t lo,
 }
 
 FO_INLINE int fo_rmsprop_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
-    const fo_rmsprop_args *a = (const fo_rmsprop_args *)v;
-    if (a->buf)
-        return a->gavg ? fo_rmsprop_body(a, lo, hi, 1, 1)
-                       : fo_rmsprop_body(a, lo, hi, 1, 0);
-    return a->gavg ? fo_rmsprop_body(a, lo, hi, 0, 1)
-                   : fo_rmsprop_body(a, lo, hi, 0, 0);
+    const fo_rmsprop_args c = *(const fo_rmsprop_args *)v; /* see FO_BLOCKED */
+    const float *st[] = {c.p, c.g, c.sq, c.buf, c.gavg};
+    const int ns = fo_pack(st, 5);
+    if (c.buf && c.gavg)
+        FO_BLOCKED(lo, hi, st, ns, fo_rmsprop_body(&c, c.p, c.g, c.sq, c.buf, c.gavg,
+                                                   fo_b, fo_e, 1, 1));
+    else if (c.buf)
+        FO_BLOCKED(lo, hi, st, ns, fo_rmsprop_body(&c, c.p, c.g, c.sq, c.buf, c.gavg,
+                                                   fo_b, fo_e, 1, 0));
+    else if (c.gavg)
+        FO_BLOCKED(lo, hi, st, ns, fo_rmsprop_body(&c, c.p, c.g, c.sq, c.buf, c.gavg,
+                                                   fo_b, fo_e, 0, 1));
+    else
+        FO_BLOCKED(lo, hi, st, ns, fo_rmsprop_body(&c, c.p, c.g, c.sq, c.buf, c.gavg,
+                                                   fo_b, fo_e, 0, 0));
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -237,13 +319,10 @@ typedef struct {
     int has_wd;
 } fo_adam_args;
 
-FO_INLINE int fo_adam_body(const fo_adam_args *a, ptrdiff_t lo, ptrdiff_t hi,
-                           const int amsgrad) {
-    float *restrict P = a->p;
-    const float *restrict G = a->g;
-    float *restrict M = a->m;
-    float *restrict V = a->v;
-    float *restrict VM = a->vmax;
+FO_INLINE int fo_adam_body(const fo_adam_args *a, float *restrict P,
+                           const float *restrict G, float *restrict M,
+                           float *restrict V, float *restrict VM,
+                           ptrdiff_t lo, ptrdiff_t hi, const int amsgrad) {
     const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
                 one_m_beta1 = a->one_m_beta1, beta2 = a->beta2,
                 one_m_beta2 = a->one_m_beta2, dscale = a->dscale, eps = a->eps,
@@ -270,8 +349,14 @@ FO_INLINE int fo_adam_body(const fo_adam_args *a, ptrdiff_t lo, ptrdiff_t hi,
 }
 
 FO_INLINE int fo_adam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
-    const fo_adam_args *a = (const fo_adam_args *)v;
-    return a->vmax ? fo_adam_body(a, lo, hi, 1) : fo_adam_body(a, lo, hi, 0);
+    const fo_adam_args c = *(const fo_adam_args *)v; /* see FO_BLOCKED */
+    const float *st[] = {c.p, c.g, c.m, c.v, c.vmax};
+    const int ns = fo_pack(st, 5);
+    if (c.vmax)
+        FO_BLOCKED(lo, hi, st, ns, fo_adam_body(&c, c.p, c.g, c.m, c.v, c.vmax, fo_b, fo_e, 1));
+    else
+        FO_BLOCKED(lo, hi, st, ns, fo_adam_body(&c, c.p, c.g, c.m, c.v, c.vmax, fo_b, fo_e, 0));
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -88,6 +88,8 @@ cdef extern from "_fastopt_kernels.h" nogil:
     const fo_table *fo_active
     int fo_flush_subnormals
     int FO_PARALLEL_MIN
+    int FO_PREFETCH_MIN
+    int FO_PREFETCH_AHEAD
     int fo_best_simd()
     int fo_select_simd(int idx)
     const char *fo_simd_name(int idx)
@@ -914,6 +916,8 @@ def build_info():
         "openmp": bool(fo_openmp_enabled()),
         "max_threads": fo_max_threads(),
         "parallel_min_elements": FO_PARALLEL_MIN,
+        "prefetch_min_elements": FO_PREFETCH_MIN,
+        "prefetch_ahead_elements": FO_PREFETCH_AHEAD,
         "flush_subnormals": bool(fo_flush_subnormals),
         "compiler": FO_COMPILER.decode(),
         "compile_flags": FO_BUILD_FLAGS.decode(),

@@ -141,6 +141,30 @@ def test_simd_levels_are_bit_identical(rule, cfg):
                                           err_msg=f"{name}: {level} vs {levels[-1]}")
 
 
+@pytest.mark.parametrize("rule,cfg", CASES, ids=IDS)
+def test_long_buffers_match_short_calls(rule, cfg):
+    """From ``prefetch_min_elements`` up a kernel walks its buffers in blocks,
+    prefetching ahead, and from ``parallel_min_elements`` up it splits them
+    between threads; neither may change a bit.  The reference is the same
+    steps made by calls on short slices, which take the plain path."""
+    info = _kernels.build_info()
+    n = 2 * max(info["prefetch_min_elements"], info["parallel_min_elements"]) + 77
+    rng = np.random.default_rng(_seed(rule, cfg) + 3)
+    hyper = rule.draw_hyper(rng, cfg)
+    whole = rule.init_state(rng, cfg, n)
+    parts = {k: v.copy() for k, v in whole.items()}
+    chunk = 4099
+    assert chunk < info["prefetch_min_elements"]
+    for step in range(1, 4):
+        g = _grad(rng, n, step)
+        rule.call(whole, g, hyper, step)
+        for lo in range(0, n, chunk):
+            rule.call({k: v[lo:lo + chunk] for k, v in parts.items()}, g[lo:lo + chunk],
+                      hyper, step)
+    for name in whole:
+        np.testing.assert_array_equal(whole[name], parts[name], err_msg=name)
+
+
 def test_parallel_path_matches_serial():
     """Above the threading threshold the result equals the one-thread result."""
     n = _kernels.build_info()["parallel_min_elements"] * 2 + 13
