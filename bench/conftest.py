@@ -7,7 +7,10 @@ Smoke run, as CI does (every comparison once, small sizes):
 
 Each pytest-benchmark group is one comparison (one kernel at one size and
 thread count, or one training setup); the implementations in it run in the
-same process, one after another, so their ratios are what to read.
+same process, one after another, so their ratios are what to read.  From
+--paired-min-size elements (16M) the optimizer steps are timed once more
+with the implementations alternated round by round (groups ending in
+", paired"), which keeps a drifting host from deciding a close comparison.
 """
 import os
 
@@ -24,6 +27,9 @@ def pytest_addoption(parser):
                     help="thread counts for the kernels that can run in parallel")
     group.addoption("--train-samples", type=int, default=60000,
                     help="MNIST training samples per epoch in the training benchmarks")
+    group.addoption("--paired-min-size", type=int, default=1 << 24,
+                    help="smallest size also timed with the implementations alternated "
+                         "round by round (the 'paired' groups)")
 
 
 def pytest_generate_tests(metafunc):

@@ -4,12 +4,21 @@ Group ``{rule} n={size} {threads}t``.  The copy-bandwidth group measures
 ``np.copyto`` between two arrays of the largest size (12 bytes an element:
 the destination is read before it is written), the ceiling each kernel's
 effective GB/s (its traffic floor in bytes / time) stands against.
+
+Group ``{rule} n={size} {threads}t, paired`` (sizes from ``--paired-min-size``
+up) times the same steps again, alternated: every round runs each
+implementation once, in a shuffled order.  pytest-benchmark runs one
+implementation's rounds after another's, so on a shared host whose memory
+bandwidth drifts over seconds, two kernels that both run at DRAM speed can
+swap places from one run to the next; alternating gives both the same
+conditions, and the median of the per-round ratios cancels the drift.
 """
+import time
+
 import numpy as np
 import pytest
 
 from bench import impls
-
 
 
 def _has_torch():
@@ -42,9 +51,13 @@ def _make(impl, rule, p0, g0, tensors=1):
     return impls.make_torch(rule, p0, g0, mode, tensors)
 
 
-def _check_then_time(benchmark, step, result, reference, info):
+def _check(step, result, reference):
     step()
     np.testing.assert_allclose(result(), reference, rtol=1e-4, atol=1e-6)
+
+
+def _check_then_time(benchmark, step, result, reference, info):
+    _check(step, result, reference)
     benchmark.extra_info.update(info)
     benchmark(step)
 
@@ -63,6 +76,64 @@ def test_step(benchmark, thread_limit, rule, impl, size, threads):
         _check_then_time(benchmark, step, result, ref_result(),
                          {"rule": rule, "impl": impl, "size": size, "threads": threads,
                           "bytes": impls.BYTES[rule] * size})
+
+
+PAIRED_ROUNDS = 25
+
+
+def _paired_rivals(rule, size):
+    """Who fastopt is paired with: torch's fused step where it has one, else
+    both of its other paths; NumPy up to 1M elements (at 64M it would take
+    most of the time)."""
+    rivals = []
+    if _has_torch():
+        modes = impls.torch_modes(rule)
+        rivals += ["torch-fused"] if "fused" in modes else [f"torch-{m}" for m in modes]
+    if size <= 1 << 20:
+        rivals.append("numpy")
+    return rivals
+
+
+@pytest.mark.parametrize("rule", impls.RULES)
+def test_step_paired(benchmark, thread_limit, request, rule, size, threads):
+    if size < request.config.getoption("--paired-min-size"):
+        pytest.skip("paired only from --paired-min-size elements")
+    if threads > 1 and size < 262144:
+        pytest.skip("below fastopt's threading threshold the kernels run on one thread")
+    rivals = _paired_rivals(rule, size)
+    if not rivals:
+        pytest.skip("nothing to pair fastopt with")
+    p0, g0 = impls.start(size)
+    ref_step, ref_result = impls.make_fastopt(rule, p0, g0)
+    ref_step()
+    reference = ref_result().copy()
+    del ref_step, ref_result
+    names = ["fastopt"] + rivals
+    times = {name: [] for name in names}
+    order = np.random.default_rng(size + threads)
+    with thread_limit(threads):
+        steps = {}
+        for name in names:
+            step, result = _make(name, rule, p0, g0)
+            _check(step, result, reference)
+            steps[name] = step
+
+        def one_round():
+            for name in order.permutation(names):
+                start = time.perf_counter()
+                steps[name]()
+                times[name].append(time.perf_counter() - start)
+
+        benchmark.group = f"{rule} n={size} {threads}t, paired"
+        benchmark.extra_info.update({"rule": rule, "impl": "one round", "size": size,
+                                     "threads": threads, "paired": True})
+        benchmark.pedantic(one_round, rounds=PAIRED_ROUNDS, iterations=1)
+    ours = np.array(times["fastopt"])
+    benchmark.extra_info["times"] = {
+        name: {"median": float(np.median(t)), "min": float(np.min(t)),
+               "ratio": float(np.median(np.array(t) / ours)),
+               "bytes": impls.BYTES[rule] * size}
+        for name, t in times.items()}
 
 
 SEED_MODEL_TENSORS = [784 * 32, 32, 32 * 64, 64, 64 * 128, 128, 128 * 256, 256, 256 * 10, 10]
