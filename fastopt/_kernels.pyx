@@ -226,6 +226,16 @@ cdef cnp.ndarray _array(object a, str name, bint writable):
     return arr
 
 
+cdef bint _is_int64_vector(object a):
+    """A 1-D, C-contiguous, aligned, native-order int64 ndarray."""
+    if not cnp.PyArray_Check(a):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == cnp.NPY_INT64 and cnp.PyArray_NDIM(arr) == 1
+            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
+            and cnp.PyArray_ISNOTSWAPPED(arr))
+
+
 cdef bint _unchanged(cnp.ndarray a, const void *data, Py_ssize_t size, bint writable):
     """True if ``a`` is still the native float32, C-contiguous (writable)
     memory at ``data`` of ``size`` elements, as when it was checked."""

@@ -239,7 +239,6 @@ def count_correct(outputs, targets, kind, *, from_logits=False):
     cdef cnp.ndarray o = _array(outputs, "outputs", False)
     cdef Py_ssize_t N, C, correct
     cdef const float *O = <const float *>cnp.PyArray_DATA(o)
-    cdef long long[::1] yi
     cdef cnp.ndarray t
     cdef bint logits = _flag(from_logits, "from_logits")
     if kind == "binary":
@@ -254,12 +253,11 @@ def count_correct(outputs, targets, kind, *, from_logits=False):
         raise ValueError(f"outputs must be 2-D (batch, classes), got shape {(<object>o).shape}")
     N, C = o.shape[0], o.shape[1]
     if kind == "sparse":
-        if not isinstance(targets, np.ndarray) or targets.shape != (N,) \
-                or targets.dtype != np.int64 or not targets.flags.c_contiguous:
+        if not _is_int64_vector(targets) or (<cnp.ndarray>targets).shape[0] != N:
             raise TypeError(f"targets must be a C-contiguous int64 array of shape ({N},)")
-        yi = targets
         with nogil:
-            correct = _correct_sparse(O, &yi[0], N, C) if N else 0
+            correct = _correct_sparse(O, <const long long *>cnp.PyArray_DATA(
+                <cnp.ndarray>targets), N, C)
         return correct
     if kind == "categorical":
         t = _matrix(targets, "targets", False)

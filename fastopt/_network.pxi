@@ -34,16 +34,6 @@ cdef struct _Layer:
     float *d             # (rows, fan_out): d loss / d pre-activation, owned
 
 
-cdef bint _is_int64_vector(object a):
-    """A 1-D, C-contiguous, aligned, native-order int64 ndarray."""
-    if not cnp.PyArray_Check(a):
-        return False
-    cdef cnp.ndarray arr = <cnp.ndarray>a
-    return (cnp.PyArray_TYPE(arr) == cnp.NPY_INT64 and cnp.PyArray_NDIM(arr) == 1
-            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
-            and cnp.PyArray_ISNOTSWAPPED(arr))
-
-
 cdef Py_ssize_t _positive_count(object value, str name) except -1:
     if isinstance(value, _BOOL_TYPES) or not isinstance(value, _INT_TYPES):
         raise TypeError(f"{name} must be an int, got {_show(value)}")

@@ -371,6 +371,13 @@ def test_count_correct():
     assert K.count_correct(p, np.array([0, 1, 1], np.float32), "binary") == 2
     with pytest.raises(ValueError, match="kind must be"):
         K.count_correct(z, z, "top5")
+    # sparse labels pass the check Network applies to its labels
+    unaligned = np.frombuffer(bytearray(17), np.int64, 2, offset=1)
+    swapped = np.array([1, 0], ">i8")
+    for bad in (unaligned, swapped, np.array([1, 0], np.int32), [1, 0], np.array([1], np.int64)):
+        with pytest.raises(TypeError, match=r"targets must be a C-contiguous int64 array of "
+                                            r"shape \(2,\)"):
+            K.count_correct(z, bad, "sparse")
 
 
 def test_layer_kernel_errors():
