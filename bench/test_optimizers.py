@@ -34,6 +34,11 @@ IMPLEMENTATIONS = ["fastopt", "fastopt-bound", "numpy", "torch-fused", "torch-fo
 BOUND_MAX = 71146  # above this the per-call overhead is lost in the kernel's time
 
 
+def _skip_one_thread_sizes(size, threads):
+    if threads > 1 and size < impls.fastopt.build_info()["parallel_min_elements"]:
+        pytest.skip("below fastopt's threading threshold the kernels run on one thread")
+
+
 def _make(impl, rule, p0, g0, tensors=1):
     if impl == "fastopt":
         return impls.make_fastopt(rule, p0, g0)
@@ -65,8 +70,7 @@ def _check_then_time(benchmark, step, result, reference, info):
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("rule", impls.RULES)
 def test_step(benchmark, thread_limit, rule, impl, size, threads):
-    if threads > 1 and size < 262144:
-        pytest.skip("below fastopt's threading threshold the kernels run on one thread")
+    _skip_one_thread_sizes(size, threads)
     p0, g0 = impls.start(size)
     ref_step, ref_result = impls.make_fastopt(rule, p0, g0)
     ref_step()
@@ -98,8 +102,7 @@ def _paired_rivals(rule, size):
 def test_step_paired(benchmark, thread_limit, request, rule, size, threads):
     if size < request.config.getoption("--paired-min-size"):
         pytest.skip("paired only from --paired-min-size elements")
-    if threads > 1 and size < 262144:
-        pytest.skip("below fastopt's threading threshold the kernels run on one thread")
+    _skip_one_thread_sizes(size, threads)
     rivals = _paired_rivals(rule, size)
     if not rivals:
         pytest.skip("nothing to pair fastopt with")

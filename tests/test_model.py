@@ -49,8 +49,6 @@ def _loss64(model, params, x, y):
     return np.mean((out - y) ** 2)
 
 
-
-
 @pytest.mark.parametrize("activation,output,loss", MODEL_CASES)
 def test_gradient_matches_finite_differences(activation, output, loss):
     rng = np.random.default_rng(1)
