@@ -196,25 +196,34 @@ def _group_key(name):
     return (parts[0], size, name)
 
 
+def speedups(groups):
+    """(group, fastopt's speed-up over the fastest other implementation) for
+    every group that has both, in report order.  Paired groups are left out:
+    they repeat a sequential group, and the chart shows each comparison once."""
+    rows = []
+    for name in sorted(groups, key=_group_key):
+        entries = groups[name]
+        ours = _ours(entries)
+        if not ours or _paired(entries):
+            continue
+        others = [e["median"] for k, e in entries.items() if not k.startswith("fastopt")]
+        if others:
+            rows.append((name, min(others) / ours["median"]))
+    return rows
+
+
 def chart(groups, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names, speedups = [], []
-    for name in sorted(groups, key=_group_key):
-        entries = groups[name]
-        ours = _ours(entries)
-        if not ours or _paired(entries):  # the chart shows each comparison once
-            continue
-        others = [e["median"] for k, e in entries.items() if not k.startswith("fastopt")]
-        if others:
-            names.append(name)
-            speedups.append(min(others) / ours["median"])
+    rows = speedups(groups)
+    names = [name for name, _ in rows]
+    values = [value for _, value in rows]
     fig, ax = plt.subplots(figsize=(9, max(3, 0.22 * len(names))))
-    ax.barh(range(len(names)), speedups, color=["tab:green" if s >= 1 else "tab:red"
-                                                 for s in speedups])
+    ax.barh(range(len(names)), values, color=["tab:green" if v >= 1 else "tab:red"
+                                              for v in values])
     ax.axvline(1, color="black", lw=0.8)
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.set_xscale("log")
