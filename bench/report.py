@@ -167,7 +167,7 @@ def markdown(data, groups):
     m = data.get("machine_info", {})
     build = m.get("fastopt_build", {})
     copy_gbs = copy_bandwidth(groups)
-    out = ["## Machine", "",
+    out = ["## Machine and versions", "",
            f"- CPU: {m.get('cpu', {}).get('brand_raw', '?')}, {m.get('nproc', '?')} cores; "
            f"Python {m.get('python_version', '?')}",
            f"- fastopt kernels: {build.get('simd_used', '?')} (compiled: "
