@@ -262,6 +262,12 @@ cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
             and lo_b < lo_a + <uintptr_t>cnp.PyArray_NBYTES(a))
 
 
+cdef object _sharing(str first, str second):
+    """The error for two buffers of one update whose memory intersects."""
+    return ValueError(f"{first} and {second} share memory; every buffer of one update "
+                      f"must be a separate array")
+
+
 cdef int _disjoint(tuple arrays, tuple names) except -1:
     """ValueError if any two of the (non-None) arrays share memory."""
     cdef Py_ssize_t i, j, k = len(arrays)
@@ -270,8 +276,7 @@ cdef int _disjoint(tuple arrays, tuple names) except -1:
             continue
         for j in range(i + 1, k):
             if arrays[j] is not None and _overlap(arrays[i], arrays[j]):
-                raise ValueError(f"{names[i]} and {names[j]} share memory; every buffer "
-                                 f"of one update must be a separate array")
+                raise _sharing(names[i], names[j])
     return 0
 
 

@@ -161,8 +161,7 @@ cdef class Network:
             for j, name in ((0, f"weights[{k}]"), (1, f"biases[{k}]")):
                 for i in range(len(arrays)):
                     if _overlap(arrays[i], bound[k][j]):
-                        raise ValueError(f"{names[i]} and {name} share memory; every buffer "
-                                         f"of one update must be a separate array")
+                        raise _sharing(names[i], name)
 
         cdef list owned = []
         for k in range(depth):
