@@ -7,11 +7,12 @@ Environment switches (read at build time):
 
 Speed comes from ``-O3 -fno-math-errno`` (without it ``sqrtf`` keeps an errno
 branch and nothing vectorises) and from per-function ``target`` attributes in
-``_fastopt_kernels.h`` chosen at run time, not from ``-march=native``, so a
+``fastopt/_ext/fastopt_kernels.h`` chosen at run time, not from ``-march=native``, so a
 wheel built here runs on any x86-64.  No ``-ffast-math``: it would break
 NaN/inf semantics and could switch off subnormals for the whole process.
 ``-ffp-contract=off`` keeps results bit-identical across the SIMD variants.
 """
+import glob
 import os
 import shlex
 
@@ -66,10 +67,9 @@ def _c_string(text):
 
 extension = Extension(
     "fastopt._kernels",
-    sources=["fastopt/_kernels.pyx"],
-    include_dirs=[np.get_include(), "fastopt"],
-    depends=["fastopt/_fastopt_kernels.h", "fastopt/_losses.pxi", "fastopt/_layers.pxi",
-             "fastopt/_network.pxi"],
+    sources=["fastopt/_ext/kernels.pyx"],
+    include_dirs=[np.get_include(), "fastopt/_ext"],
+    depends=glob.glob("fastopt/_ext/*.h") + glob.glob("fastopt/_ext/*.pxi"),
     define_macros=[
         ("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION"),
         ("FO_BUILD_CYTHON", _c_string(Cython.__version__)),

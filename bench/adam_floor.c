@@ -21,7 +21,7 @@
  *   gcc -O3 -fno-math-errno -ffp-contract=off -fopenmp bench/adam_floor.c \
  *       -o /tmp/adam_floor -lm && OMP_NUM_THREADS=1 /tmp/adam_floor 71146
  */
-#include "../fastopt/_fastopt_kernels.h"
+#include "../fastopt/_ext/fastopt_kernels.h"
 
 #include <stdio.h>
 #include <time.h>

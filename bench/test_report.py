@@ -2,7 +2,7 @@
 
 These check the report's arithmetic on hand-made runs whose answers are
 known, and that BENCHMARKS.md's targets table is what the report makes of
-the run published beside it (bench/latest-run.json).  No timing is measured
+the run published beside it (bench/results/latest-run.json).  No timing is measured
 or asserted here.
 """
 import json
@@ -151,10 +151,10 @@ def _sections(text):
 
 
 def test_benchmarks_md_is_the_report_of_the_published_run():
-    """Every section the report makes of bench/latest-run.json (machine,
+    """Every section the report makes of bench/results/latest-run.json (machine,
     targets, all comparisons) stands verbatim in BENCHMARKS.md: the numbers
     published are the numbers of the run published beside them."""
-    data, groups = report.load(str(ROOT / "bench" / "latest-run.json"))
+    data, groups = report.load(str(ROOT / "bench" / "results" / "latest-run.json"))
     generated = _sections(report.markdown(data, groups))
     assert set(generated) == {"Machine and versions", "Targets", "All comparisons"}
     assert generated["Targets"].count("\n| ") > 30

@@ -21,9 +21,9 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
 from fastopt._kernels import (BoundUpdate, adagrad_, adam_, adamw_, all_finite, bind,
                               binary_cross_entropy, build_info, mean_squared_error,
                               rmsprop_, sgd_, softmax_cross_entropy, sum_squares)
-from fastopt.flat import FlatParameters
 from fastopt import callbacks, checkpoint, datasets, optim, schedules  # noqa: E402
-from fastopt.model import MLP, History
+from fastopt.optim.flat import FlatParameters
+from fastopt.training import MLP, History
 
 __all__ = ["BoundUpdate", "FlatParameters", "History", "MLP", "adagrad_", "adam_", "adamw_",
            "all_finite", "bind", "binary_cross_entropy", "build_info", "callbacks", "checkpoint", "datasets", "mean_squared_error", "optim",

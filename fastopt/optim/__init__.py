@@ -3,7 +3,7 @@
 ``fastopt.optim.SGD``, ``Adagrad``, ``RMSprop``, ``Adam`` and ``AdamW``
 follow PyTorch (names, defaults, rules, parameter groups, ``state_dict``);
 :mod:`fastopt.optim.keras` has the Keras 3 counterparts.  Both update a
-:class:`~fastopt.flat.FlatParameters` with one kernel call per parameter
+:class:`~fastopt.optim.flat.FlatParameters` with one kernel call per parameter
 group per step, or plain ``(param, grad)`` array pairs.
 """
 from fastopt.optim import keras

@@ -2,7 +2,7 @@
 
 A *parameter* is a pair of float32 arrays, its value and its gradient.
 Parameters of one group that lie next to each other in memory (both values
-and gradients, as the views of a :class:`~fastopt.flat.FlatParameters` do)
+and gradients, as the views of a :class:`~fastopt.optim.flat.FlatParameters` do)
 are coalesced into one *span*, updated by a single kernel call; a model held
 in one flat buffer is therefore one call per step.
 
@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from fastopt._kernels import all_finite
-from fastopt.flat import FlatParameters, aligned_zeros
+from fastopt.optim.flat import FlatParameters, aligned_zeros
 
 _EMPTY = np.empty(0, np.float32)
 

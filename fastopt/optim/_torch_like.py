@@ -4,7 +4,7 @@ Each class is ``torch.optim.X``'s rule over fastopt's flat spans: the
 arguments, defaults, parameter groups, ``state_dict`` keys (``exp_avg``,
 ``momentum_buffer``, ...) and the ``param_groups[k]["lr"]`` idiom for
 changing hyperparameters between steps are PyTorch's.  ``params`` is a
-:class:`~fastopt.flat.FlatParameters`, an iterable of ``(param, grad)``
+:class:`~fastopt.optim.flat.FlatParameters`, an iterable of ``(param, grad)``
 float32 array pairs, or a list of parameter-group dicts whose ``"params"``
 are either of those.
 """

@@ -1,6 +1,6 @@
 """Gradient clipping over flat buffers (PyTorch's ``clip_grad_*_`` names).
 
-Each takes the gradients as a :class:`~fastopt.flat.FlatParameters`, an
+Each takes the gradients as a :class:`~fastopt.optim.flat.FlatParameters`, an
 optimizer, or an iterable of float32 arrays, and clips them in place.  The
 norm is accumulated in double in one read pass; the scaling is a second pass
 only when clipping actually happens.  For clipping fused into the update
@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from fastopt._kernels import sum_squares
-from fastopt.flat import FlatParameters
+from fastopt.optim.flat import FlatParameters
 
 
 def _grads(grads):

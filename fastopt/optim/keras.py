@@ -16,7 +16,7 @@ applied after clipping and before the update.  They run on the same kernels
 as the PyTorch classes (``convention="keras"``).
 
 Unlike Keras, these optimizers update arrays they were given once:
-``opt.build(params)`` with a :class:`~fastopt.flat.FlatParameters` or
+``opt.build(params)`` with a :class:`~fastopt.optim.flat.FlatParameters` or
 ``(param, grad)`` pairs, then ``opt.step()`` after each backward pass.
 ``apply_gradients(zip(grads, variables))`` works too.  Clipping writes the
 clipped gradient back into the gradient arrays.
@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 import fastopt._kernels as K
-from fastopt.flat import aligned_zeros
+from fastopt.optim.flat import aligned_zeros
 from fastopt.optim._base import Optimizer
 from fastopt.optim.clip import global_grad_norm
 

@@ -2,7 +2,7 @@
 # cython: initializedcheck=False, embedsignature=True
 """Compiled kernels of fastopt.
 
-The element-wise update rules live in ``_fastopt_kernels.h`` (one body per
+The element-wise update rules live in ``fastopt_kernels.h`` (one body per
 rule, compiled for AVX-512, AVX2 and the SSE2 baseline, chosen at import).
 This module checks every argument before any memory is touched, turns the
 hyperparameters into the scalars the C bodies take (bias corrections in
@@ -28,7 +28,7 @@ import numpy as np
 
 cnp.import_array()
 
-cdef extern from "_fastopt_kernels.h" nogil:
+cdef extern from "fastopt_kernels.h" nogil:
     ctypedef int (*fo_kernel_fn)(const void *args, Py_ssize_t lo, Py_ssize_t hi)
 
     ctypedef struct fo_sgd_args:
@@ -891,9 +891,9 @@ def sum_squares(x):
     return args.result
 
 
-include "_losses.pxi"
-include "_layers.pxi"
-include "_network.pxi"
+include "losses.pxi"
+include "layers.pxi"
+include "network.pxi"
 
 
 # --------------------------------------------------------------------------

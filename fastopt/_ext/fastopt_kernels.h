@@ -1,5 +1,5 @@
 /*
- * fastopt/_fastopt_kernels.h -- the element-wise optimizer update rules,
+ * fastopt/_ext/fastopt_kernels.h -- the element-wise optimizer update rules,
  * and the softmax cross-entropy kernel (rows as vector lanes; see below).
  *
  * Each rule's arithmetic is written exactly once, as an always-inline body

@@ -4,7 +4,7 @@ The model is thin Python over fused kernels: matrix products go to BLAS
 (SciPy's ``sgemm``, called from Cython into preallocated buffers); bias + activation, their
 backward, bias gradients, the loss with its gradient, and the optimizer
 update are fastopt kernels.  All parameters live in one
-:class:`~fastopt.flat.FlatParameters` (weights first, then biases), so the
+:class:`~fastopt.optim.flat.FlatParameters` (weights first, then biases), so the
 optimizer makes one kernel call per step, and no array is allocated per
 training step.
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 import fastopt._kernels as K
 from fastopt._io import atomic_savez
-from fastopt.flat import FlatParameters
+from fastopt.optim.flat import FlatParameters
 from fastopt.optim import keras as keras_optimizers
 from fastopt.optim._base import Optimizer
 
@@ -274,7 +274,7 @@ class MLP:
         batch; with ``'skip'`` the update is skipped and counted in the
         history's 'skipped_steps'.
         """
-        from fastopt.callbacks import ModelCheckpoint, ProgressBar, _as_list
+        from fastopt.training.callbacks import ModelCheckpoint, ProgressBar, _as_list
 
         self._require_compiled()
         if on_nonfinite not in ("raise", "skip"):

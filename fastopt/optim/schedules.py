@@ -1,0 +1,245 @@
+"""Learning-rate schedules, in Keras' form and in PyTorch's.
+
+Keras-style schedules are callables of the 0-based iteration count
+(``optimizer.iterations``, 0 on the first update), with Keras 3's formulas:
+pass one as ``learning_rate`` to a :mod:`fastopt.optim.keras` optimizer, or
+drive any optimizer with :class:`ScheduleLR`.
+
+PyTorch-style schedulers (:class:`StepLR`, :class:`ExponentialLR`,
+:class:`CosineAnnealingLR`) wrap an optimizer and set ``lr`` in every
+parameter group each time their ``step()`` is called (usually once per
+epoch; ``last_epoch`` counts those calls, 0 at construction), with PyTorch's
+closed forms.  They work on both families.
+"""
+import bisect
+import math
+
+import numpy as np
+
+
+def _number(value, name, *, positive=False, nonneg=False, unit=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    if nonneg and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    if unit and not 0 <= value <= 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return value
+
+
+def _step_count(step):
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(f"step must be an int >= 0, got {step!r}")
+    return int(step)
+
+
+class LearningRateSchedule:
+    """A Keras-style schedule: ``schedule(step) -> learning rate``."""
+
+    def __call__(self, step):
+        return self._lr(_step_count(step))
+
+    def _lr(self, step):
+        raise NotImplementedError
+
+    def get_config(self):
+        return dict(self.__dict__)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class ExponentialDecay(LearningRateSchedule):
+    """Keras: ``lr * decay_rate ** (step / decay_steps)``; with ``staircase``
+    the exponent is floored."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
+        self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate",
+                                             nonneg=True)
+        self.decay_steps = _number(decay_steps, "decay_steps", positive=True)
+        self.decay_rate = _number(decay_rate, "decay_rate", positive=True)
+        self.staircase = bool(staircase)
+
+    def _lr(self, step):
+        p = step / self.decay_steps
+        if self.staircase:
+            p = math.floor(p)
+        return self.initial_learning_rate * self.decay_rate ** p
+
+
+class InverseTimeDecay(LearningRateSchedule):
+    """Keras: ``lr / (1 + decay_rate * step / decay_steps)`` (floored with
+    ``staircase``)."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
+        self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate",
+                                             nonneg=True)
+        self.decay_steps = _number(decay_steps, "decay_steps", positive=True)
+        self.decay_rate = _number(decay_rate, "decay_rate", nonneg=True)
+        self.staircase = bool(staircase)
+
+    def _lr(self, step):
+        p = step / self.decay_steps
+        if self.staircase:
+            p = math.floor(p)
+        return self.initial_learning_rate / (1 + self.decay_rate * p)
+
+
+class CosineDecay(LearningRateSchedule):
+    """Keras 3 ``CosineDecay``, with optional linear warm-up.
+
+    Without warm-up: ``s = min(step, decay_steps)``,
+    ``lr * ((1 - alpha) * (1 + cos(pi s / decay_steps)) / 2 + alpha)``.
+    With ``warmup_steps`` and ``warmup_target``: rises linearly from
+    ``initial_learning_rate`` to ``warmup_target`` over ``warmup_steps``,
+    then decays from ``warmup_target`` over the next ``decay_steps``.
+    ``alpha`` is a fraction of the peak rate.
+    """
+
+    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, warmup_target=None,
+                 warmup_steps=0):
+        self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate",
+                                             nonneg=True)
+        self.decay_steps = _number(decay_steps, "decay_steps", nonneg=True)
+        self.alpha = _number(alpha, "alpha", unit=True)
+        self.warmup_target = (None if warmup_target is None
+                              else _number(warmup_target, "warmup_target", nonneg=True))
+        self.warmup_steps = _number(warmup_steps, "warmup_steps", nonneg=True)
+        if self.warmup_steps and self.warmup_target is None:
+            raise ValueError("warmup_steps needs warmup_target (the rate reached at its end)")
+
+    def _decay(self, step, peak):
+        s = min(step, self.decay_steps)
+        fraction = s / self.decay_steps if self.decay_steps else 1.0
+        cosine = 0.5 * (1.0 + math.cos(math.pi * fraction))
+        return peak * ((1 - self.alpha) * cosine + self.alpha)
+
+    def _lr(self, step):
+        if self.warmup_target is None:
+            return self._decay(step, self.initial_learning_rate)
+        if step < self.warmup_steps:
+            done = step / self.warmup_steps
+            return self.initial_learning_rate + done * (self.warmup_target
+                                                        - self.initial_learning_rate)
+        return self._decay(step - self.warmup_steps, self.warmup_target)
+
+
+class PiecewiseConstantDecay(LearningRateSchedule):
+    """Keras: ``values[i]`` while ``boundaries[i-1] < step <= boundaries[i]``."""
+
+    def __init__(self, boundaries, values):
+        boundaries, values = list(boundaries), list(values)
+        if len(values) != len(boundaries) + 1:
+            raise ValueError(f"values must have one more entry than boundaries, got "
+                             f"{len(values)} values for {len(boundaries)} boundaries")
+        if any(b >= c for b, c in zip(boundaries, boundaries[1:])):
+            raise ValueError("boundaries must be strictly increasing")
+        self.boundaries = [_number(b, "boundaries") for b in boundaries]
+        self.values = [_number(v, "values", nonneg=True) for v in values]
+
+    def _lr(self, step):
+        return self.values[bisect.bisect_left(self.boundaries, step)]
+
+
+# ---------------------------------------------------------------------------
+# PyTorch-style schedulers
+
+
+class _Scheduler:
+    """Sets ``lr`` of every parameter group from ``base_lrs`` and
+    ``last_epoch`` (0 after construction, +1 per ``step()``)."""
+
+    def __init__(self, optimizer):
+        groups = getattr(optimizer, "param_groups", None)
+        if not groups:
+            raise TypeError("a scheduler needs a built optimizer with param_groups")
+        for k, group in enumerate(groups):
+            if callable(group["lr"]):
+                raise TypeError(f"parameter group {k} already has a schedule as its lr")
+        self.optimizer = optimizer
+        self.base_lrs = [float(g["lr"]) for g in groups]
+        self.last_epoch = 0
+        self._apply()
+
+    def _lr(self, base_lr, epoch):
+        raise NotImplementedError
+
+    def _apply(self):
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = self._lr(base, self.last_epoch)
+
+    def step(self):
+        self.last_epoch += 1
+        self._apply()
+
+    def get_last_lr(self):
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def state_dict(self):
+        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, state):
+        self.last_epoch = _step_count(state["last_epoch"])
+        self.base_lrs = [float(x) for x in state["base_lrs"]]
+        self._apply()
+
+
+class StepLR(_Scheduler):
+    """PyTorch: ``lr * gamma ** (epoch // step_size)``."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        if isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) \
+                or step_size < 1:
+            raise ValueError(f"step_size must be an int >= 1, got {step_size!r}")
+        self.step_size = int(step_size)
+        self.gamma = _number(gamma, "gamma", nonneg=True)
+        super().__init__(optimizer)
+
+    def _lr(self, base, epoch):
+        return base * self.gamma ** (epoch // self.step_size)
+
+
+class ExponentialLR(_Scheduler):
+    """PyTorch: ``lr * gamma ** epoch``."""
+
+    def __init__(self, optimizer, gamma):
+        self.gamma = _number(gamma, "gamma", nonneg=True)
+        super().__init__(optimizer)
+
+    def _lr(self, base, epoch):
+        return base * self.gamma ** epoch
+
+
+class CosineAnnealingLR(_Scheduler):
+    """PyTorch: ``eta_min + (lr - eta_min) (1 + cos(pi epoch / T_max)) / 2``;
+    ``eta_min`` is absolute, and past ``T_max`` the cosine goes on (PyTorch
+    does not clamp)."""
+
+    def __init__(self, optimizer, T_max, eta_min=0.0):
+        self.T_max = _number(T_max, "T_max", positive=True)
+        self.eta_min = _number(eta_min, "eta_min", nonneg=True)
+        super().__init__(optimizer)
+
+    def _lr(self, base, epoch):
+        return self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * epoch
+                                                                    / self.T_max)) / 2
+
+
+class ScheduleLR(_Scheduler):
+    """Drive any optimizer with a Keras-style schedule: each ``step()`` sets
+    ``lr = schedule(last_epoch)``; call it once per update (or per epoch)."""
+
+    def __init__(self, optimizer, schedule):
+        if not callable(schedule):
+            raise TypeError(f"schedule must be callable, got {type(schedule).__name__}")
+        self.schedule = schedule
+        super().__init__(optimizer)
+
+    def _lr(self, base, epoch):
+        return float(self.schedule(epoch))

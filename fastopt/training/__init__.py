@@ -1,0 +1,11 @@
+"""The Keras-shaped trainer: :class:`MLP` with ``compile`` / ``fit`` /
+``evaluate`` / ``predict``, its callbacks and its resumable checkpoints.
+
+A training step is one call into the compiled ``Network`` pass
+(``fastopt._kernels``) followed by one optimizer step from
+:mod:`fastopt.optim`.
+"""
+from fastopt.training import callbacks, checkpoint
+from fastopt.training.model import MLP, History
+
+__all__ = ["History", "MLP", "callbacks", "checkpoint"]
