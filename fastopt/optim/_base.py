@@ -1,10 +1,8 @@
-"""The machinery shared by every optimizer class: parameters, spans, state.
+"""The machinery shared by every optimizer class: groups, stepping, state.
 
-A *parameter* is a pair of float32 arrays, its value and its gradient.
-Parameters of one group that lie next to each other in memory (both values
-and gradients, as the views of a :class:`~fastopt.optim.flat.FlatParameters` do)
-are coalesced into one *span*, updated by a single kernel call; a model held
-in one flat buffer is therefore one call per step.
+Each parameter group's ``(param, grad)`` pairs are coalesced into *spans*
+(:mod:`fastopt.optim._spans`), each updated by a single kernel call; a model
+held in one flat buffer is therefore one call per step.
 
 Optimizer state lives per span, in flat buffers; each parameter's state is a
 view into them, which is what ``state_dict`` exposes, keyed by parameter
@@ -19,108 +17,10 @@ import math
 import numpy as np
 
 from fastopt._kernels import all_finite
+from fastopt.optim._spans import as_pairs, coalesce, is_group_list
 from fastopt.optim.flat import FlatParameters, aligned_zeros
 
 _EMPTY = np.empty(0, np.float32)
-
-
-def _root(a):
-    while isinstance(a.base, np.ndarray):
-        a = a.base
-    return a
-
-
-def _check_pair(i, pair):
-    try:
-        p, g = pair
-    except (TypeError, ValueError):
-        raise TypeError(f"params[{i}] must be a (param, grad) pair of float32 arrays, "
-                        f"got {type(pair).__name__}") from None
-    for what, a in (("param", p), ("grad", g)):
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"params[{i}] {what} must be a numpy.ndarray, got {type(a).__name__}")
-        if a.dtype != np.float32:
-            raise TypeError(f"params[{i}] {what} must have dtype float32, got {a.dtype}")
-        if not a.flags.c_contiguous:
-            raise ValueError(f"params[{i}] {what} must be C-contiguous")
-    if not p.flags.writeable:
-        raise ValueError(f"params[{i}] param is read-only")
-    if p.shape != g.shape:
-        raise ValueError(f"params[{i}]: grad has shape {g.shape} but param has {p.shape}")
-    return p, g
-
-
-def _as_pairs(params):
-    """A FlatParameters, or an iterable of (param, grad) pairs, as a list of pairs."""
-    if isinstance(params, FlatParameters):
-        return list(params)
-    if isinstance(params, np.ndarray):
-        raise TypeError("params must be a FlatParameters or (param, grad) pairs, got a single "
-                        "array (an optimizer also needs the gradient)")
-    try:
-        items = list(params)
-    except TypeError:
-        raise TypeError(f"params must be a FlatParameters or an iterable of (param, grad) "
-                        f"pairs, got {type(params).__name__}") from None
-    return [_check_pair(i, pair) for i, pair in enumerate(items)]
-
-
-def _follows(a, b):
-    """True if ``b`` starts where ``a`` ends, inside one contiguous buffer."""
-    root = _root(a)
-    return (a.ctypes.data + a.nbytes == b.ctypes.data and _root(b) is root
-            and root.flags.c_contiguous)
-
-
-def _span_view(first, last):
-    """One flat float32 view from the start of ``first`` to the end of
-    ``last``, which lie in order in one contiguous buffer (``_follows``)."""
-    root = _root(first)
-    start = first.ctypes.data - root.ctypes.data
-    n = (last.ctypes.data + last.nbytes - first.ctypes.data) // 4
-    return np.ndarray((n,), np.float32, buffer=root, offset=start)
-
-
-class _Span:
-    """Parameters adjacent in memory, updated by one kernel call."""
-
-    __slots__ = ("param", "grad", "indices", "sizes", "state", "step")
-
-    def __init__(self, param, grad, indices, sizes):
-        self.param, self.grad, self.indices, self.sizes = param, grad, indices, sizes
-        self.state = {}
-        self.step = 0
-
-    def views(self, flat):
-        """Per-parameter views (index -> array) of a span-sized flat array."""
-        out, lo = {}, 0
-        for i, size in zip(self.indices, self.sizes):
-            out[i] = flat[lo:lo + size]
-            lo += size
-        return out
-
-
-def _coalesce(pairs, indices):
-    """Group consecutive parameters whose values and grads are adjacent."""
-    spans, run = [], []
-
-    def flush():
-        if not run:
-            return
-        ps, gs = [pairs[k][0] for k in run], [pairs[k][1] for k in run]
-        p = _span_view(ps[0], ps[-1]) if len(run) > 1 else ps[0].reshape(-1)
-        g = _span_view(gs[0], gs[-1]) if len(run) > 1 else gs[0].reshape(-1)
-        spans.append(_Span(p, g, [indices[k] for k in run], [a.size for a in ps]))
-        run.clear()
-
-    for k, (p, g) in enumerate(pairs):
-        if run:
-            pp, pg = pairs[run[-1]]
-            if not (_follows(pp, p) and _follows(pg, g)):
-                flush()
-        run.append(k)
-    flush()
-    return spans
 
 
 class Optimizer:
@@ -134,8 +34,8 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self._params = []       # every (param, grad) pair, by global index
-        self._spans = []        # per group: list of _Span
-        if isinstance(params, FlatParameters) or not _is_group_list(params):
+        self._spans = []        # per group: list of Span
+        if isinstance(params, FlatParameters) or not is_group_list(params):
             groups = [{"params": params}]
         else:
             groups = list(params)
@@ -180,7 +80,7 @@ class Optimizer:
         if unknown:
             raise TypeError(f"{type(self).__name__} got unknown hyperparameter(s) {unknown}; "
                             f"expected some of {sorted(self.defaults)}")
-        pairs = _as_pairs(group["params"])
+        pairs = as_pairs(group["params"])
         if not pairs:
             raise ValueError("a parameter group has no parameters")
         seen = {id(p) for p, _ in self._params}
@@ -195,7 +95,7 @@ class Optimizer:
         self._params.extend(pairs)
         full["params"] = pairs
         self.param_groups.append(full)
-        self._spans.append(_coalesce(pairs, indices))
+        self._spans.append(coalesce(pairs, indices))
 
     @property
     def n_kernel_calls(self):
@@ -340,11 +240,3 @@ class Optimizer:
                     lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)
-
-
-def _is_group_list(params):
-    """True for a list of dicts (parameter groups), as torch accepts."""
-    if isinstance(params, (list, tuple)) and params:
-        return all(isinstance(g, dict) for g in params)
-    return False
-
