@@ -85,3 +85,12 @@ def check_choice(value, name, choices):
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; "
                          f"got {value!r}")
     return value
+
+
+def check_real(value, name, expected="a number"):
+    """``value`` as a float, checking its type only (a real number, not a
+    bool: TypeError saying it must be ``expected``); for values whose range
+    is checked elsewhere, such as a hyperparameter the kernel checks."""
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {expected}, got {_describe(value)}")
+    return float(value)

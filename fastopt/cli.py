@@ -93,7 +93,7 @@ def _threads(n):
 
 def _make_optimizer(name, options):
     """A Keras-compatible optimizer from the command line's flags."""
-    cls = fastopt.optim.keras._BY_NAME[name]
+    cls = fastopt.optim.keras.get_class(name)
     accepted = inspect.signature(cls).parameters
     kwargs = {}
     for flag, value in options.items():

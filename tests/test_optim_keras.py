@@ -212,3 +212,35 @@ def test_keras_state_dict_round_trip_and_family_check():
     keras_sgd.build(_flat())
     with pytest.raises(ValueError, match="from a torch.SGD optimizer, not keras.SGD"):
         keras_sgd.load_state_dict(torch_sgd.state_dict())
+
+
+def test_registry_is_public():
+    assert fk.names() == ["adagrad", "adam", "adamw", "rmsprop", "sgd"]
+    assert fk.get_class("Adam") is fk.Adam
+    assert type(fk.get("rmsprop")) is fk.get_class("rmsprop")
+    with pytest.raises(ValueError, match=r"unknown optimizer 'adamax'; expected one of"):
+        fk.get_class("adamax")
+
+
+def test_keras_optimizer_is_a_base_optimizer_until_built():
+    opt = fk.Adam(learning_rate=0.01)
+    assert opt.family == "keras" and not opt.built
+    assert opt.parameters == [] and opt.grad_buffers() == [] and opt.n_kernel_calls == 0
+    flat = _flat()
+    opt.build(flat)
+    assert len(opt.parameters) == len(SHAPES) and opt.n_kernel_calls == 1
+
+
+@pytest.mark.parametrize("make,exc,match", [
+    (lambda: fk.SGD(clipnorm="1"), TypeError, "clipnorm must be a number"),
+    (lambda: fk.SGD(global_clipnorm=True), TypeError, "global_clipnorm must be a number"),
+    (lambda: fk.SGD(clipvalue=float("inf")), ValueError, "clipvalue must be a finite number > 0"),
+    (lambda: fk.Adam(decay="0.1"), TypeError, "decay must be a number"),
+    (lambda: fk.Adam(learning_rate=lambda step: "fast"), TypeError,
+     "learning_rate must be a number or a schedule returning one"),
+    (lambda: fk.Adagrad(initial_accumulator_value=None), TypeError,
+     "initial_accumulator_value must be a number"),
+])
+def test_wrong_type_is_type_error(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()

@@ -12,22 +12,29 @@ Subclasses say which state buffers a group needs (``_state_names``) and how
 one span is updated (``_update``); they never loop over elements.
 """
 import copy
-import math
 
 import numpy as np
 
 from fastopt._kernels import all_finite
+from fastopt._validate import check_int, check_number
 from fastopt.optim._spans import as_pairs, coalesce, is_group_list
 from fastopt.optim.flat import FlatParameters, aligned_zeros
 
 _EMPTY = np.empty(0, np.float32)
+
+DEFERRED = object()
+"""``params`` of an optimizer whose parameters come later (Keras' ``build``):
+``Optimizer.__init__`` then checks the defaults and binds nothing; the
+subclass attaches the parameters with ``add_param_group`` when it is built."""
+
+_UNBUILT = "the optimizer is not built yet: call build(params) (or apply_gradients) first"
 
 
 class Optimizer:
     """Base class: parameter groups over flat spans, ``step``, ``zero_grad``,
     ``state_dict`` and ``load_state_dict`` (PyTorch's protocol)."""
 
-    _family = "torch"
+    family = "torch"  # which library's rules and names: "torch" or "keras"
     _accumulator = None  # Adagrad's sum: starts at initial_accumulator_value
 
     def __init__(self, params, defaults):
@@ -35,6 +42,9 @@ class Optimizer:
         self.param_groups = []
         self._params = []       # every (param, grad) pair, by global index
         self._spans = []        # per group: list of Span
+        if params is DEFERRED:
+            self._check_group(self.defaults)
+            return
         if isinstance(params, FlatParameters) or not is_group_list(params):
             groups = [{"params": params}]
         else:
@@ -57,17 +67,27 @@ class Optimizer:
         return out
 
     # -- groups --------------------------------------------------------------
+    def _resolve(self, group):
+        """The group as the kernel takes it (hook: the Keras classes resolve
+        a schedule and legacy decay into ``lr``); here the group itself."""
+        return group
+
+    def _scale(self, grad_scale):
+        """The gradient factor the kernels apply this step (hook: the Keras
+        classes clip here); here ``grad_scale`` itself."""
+        return grad_scale
+
     def _check_group(self, group):
-        """Validate a group's hyperparameters with a zero-length kernel call:
-        the kernel's own checks, so messages are identical and nothing is
+        """Validate a group's hyperparameters (after ``_resolve``)."""
+        self._check_resolved(self._resolve(group))
+
+    def _check_resolved(self, group):
+        """Validate a resolved group with a zero-length kernel call: the
+        kernel's own checks, so messages are identical and nothing is
         written."""
         if self._accumulator is not None:
-            value = group["initial_accumulator_value"]
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
-                                                                 np.floating)) \
-                    or not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"initial_accumulator_value must be a finite number >= 0, "
-                                 f"got {value!r}")
+            check_number(group["initial_accumulator_value"], "initial_accumulator_value",
+                         minimum=0)
         state = {name: _EMPTY for name in self._state_names(group)}
         self._update(_EMPTY, _EMPTY, state, group, 1, 1.0)
 
@@ -98,6 +118,17 @@ class Optimizer:
         self._spans.append(coalesce(pairs, indices))
 
     @property
+    def parameters(self):
+        """Every ``(param, grad)`` pair this optimizer updates, in order
+        (a new list; the arrays are the optimizer's own)."""
+        return list(self._params)
+
+    def grad_buffers(self):
+        """The gradient arrays the kernel calls read, one flat array per span
+        (clipping them in place clips what the next ``step`` uses)."""
+        return [span.grad for spans in self._spans for span in spans]
+
+    @property
     def n_kernel_calls(self):
         """Kernel calls one ``step()`` makes (one per span)."""
         return sum(len(s) for s in self._spans)
@@ -109,7 +140,7 @@ class Optimizer:
                 span.state[name] = self._init_state(name, group, span.param.size)
 
     def _grads_finite(self):
-        return all(all_finite(span.grad) for spans in self._spans for span in spans)
+        return all(all_finite(g) for g in self.grad_buffers())
 
     def step(self, grad_scale=1.0, skip_nonfinite=False):
         """One update of every parameter from its current gradient.
@@ -120,11 +151,15 @@ class Optimizer:
         ``skip_nonfinite=True`` every gradient is scanned first; if any holds
         nan or inf nothing is updated and step returns True (else False).
         """
-        for group in self.param_groups:
-            self._check_group(group)
+        if not self.param_groups:
+            raise RuntimeError(_UNBUILT)
+        groups = [self._resolve(group) for group in self.param_groups]
+        for group in groups:
+            self._check_resolved(group)
         if skip_nonfinite and not self._grads_finite():
             return True
-        for group, spans in zip(self.param_groups, self._spans):
+        grad_scale = self._scale(grad_scale)
+        for group, spans in zip(groups, self._spans):
             for span in spans:
                 self._ensure_state(span, group)
                 self._update(span.param, span.grad, span.state, group, span.step + 1, grad_scale)
@@ -132,9 +167,8 @@ class Optimizer:
         return False if skip_nonfinite else None
 
     def zero_grad(self):
-        for spans in self._spans:
-            for span in spans:
-                span.grad.fill(0)
+        for g in self.grad_buffers():
+            g.fill(0)
 
     # -- state_dict ----------------------------------------------------------
     def state_dict(self):
@@ -157,7 +191,7 @@ class Optimizer:
         return {"state": state, "param_groups": groups, "optimizer": self._kind()}
 
     def _kind(self):
-        return f"{self._family}.{type(self).__name__}"
+        return f"{self.family}.{type(self).__name__}"
 
     def load_state_dict(self, state_dict):
         """Restore a ``state_dict``.  Everything is checked first; on any
@@ -168,7 +202,22 @@ class Optimizer:
         kind = state_dict.get("optimizer", self._kind())
         if kind != self._kind():
             raise ValueError(f"state_dict is from a {kind} optimizer, not {self._kind()}")
-        groups = state_dict["param_groups"]
+        new_groups = self._saved_groups(state_dict["param_groups"])
+        plan = [(span, *_saved_span_state(span, self._state_names(group), state_dict["state"]))
+                for group, spans in zip(new_groups, self._spans) for span in spans]
+        # Everything checked: apply.
+        for group, new in zip(self.param_groups, new_groups):
+            params = group["params"]
+            group.clear()
+            group.update(new)
+            group["params"] = params
+        for span, step, flats in plan:
+            span.step = step
+            span.state = flats
+
+    def _saved_groups(self, groups):
+        """A state_dict's parameter groups, checked, as full groups without
+        ``params`` (nothing is changed)."""
         if len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(groups)} parameter groups, "
                              f"this optimizer has {len(self.param_groups)}")
@@ -185,51 +234,7 @@ class Optimizer:
                                           if key != "params"}}
             self._check_group(group)
             new_groups.append(group)
-        saved_state = state_dict["state"]
-        plan = []  # (span, step, {name: flat array}) -- built fully before any change
-        for group, spans in zip(new_groups, self._spans):
-            names = self._state_names(group)
-            for span in spans:
-                entries = [saved_state.get(i) for i in span.indices]
-                if all(e is None for e in entries):
-                    plan.append((span, 0, {}))
-                    continue
-                if any(e is None for e in entries):
-                    raise ValueError(f"state_dict has state for some but not all of "
-                                     f"parameters {span.indices}")
-                steps = {e.get("step") for e in entries}
-                if len(steps) != 1:
-                    raise ValueError(f"parameters {span.indices} have different step "
-                                     f"counts {sorted(steps)}; they are updated together")
-                step = steps.pop()
-                if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0:
-                    raise ValueError(f"state_dict step must be an int >= 0, got {step!r}")
-                flats = {}
-                for name in names:
-                    parts = []
-                    for i, size, e in zip(span.indices, span.sizes, entries):
-                        if name not in e:
-                            raise ValueError(f"state_dict state of parameter {i} has no {name!r}")
-                        a = np.asarray(e[name])
-                        if a.size != size or not np.issubdtype(a.dtype, np.floating):
-                            raise ValueError(f"state_dict {name!r} of parameter {i} has "
-                                             f"{a.size} elements of {a.dtype}, expected "
-                                             f"{size} floats")
-                        parts.append(a.reshape(-1))
-                    flat = aligned_zeros(span.param.size)
-                    if parts:
-                        np.concatenate(parts, out=flat, casting="same_kind")
-                    flats[name] = flat
-                plan.append((span, int(step), flats))
-        # Everything checked: apply.
-        for group, new in zip(self.param_groups, new_groups):
-            params = group["params"]
-            group.clear()
-            group.update(new)
-            group["params"] = params
-        for span, step, flats in plan:
-            span.step = step
-            span.state = flats
+        return new_groups
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -240,3 +245,39 @@ class Optimizer:
                     lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _saved_span_state(span, names, saved_state):
+    """``(step, {name: flat array})`` of one span from a state_dict's
+    per-parameter ``saved_state``, checked; ``(0, {})`` if it has none."""
+    entries = [saved_state.get(i) for i in span.indices]
+    if all(e is None for e in entries):
+        return 0, {}
+    if any(e is None for e in entries):
+        raise ValueError(f"state_dict has state for some but not all of "
+                         f"parameters {span.indices}")
+    steps = {e.get("step") for e in entries}
+    if len(steps) != 1:
+        raise ValueError(f"parameters {span.indices} have different step "
+                         f"counts {sorted(steps)}; they are updated together")
+    step = check_int(steps.pop(), "state_dict step", minimum=0)
+    return step, {name: _saved_flat(span, name, entries) for name in names}
+
+
+def _saved_flat(span, name, entries):
+    """The state buffer ``name`` of ``span``, concatenated from the saved
+    per-parameter arrays (checked for size and a floating dtype)."""
+    parts = []
+    for i, size, e in zip(span.indices, span.sizes, entries):
+        if name not in e:
+            raise ValueError(f"state_dict state of parameter {i} has no {name!r}")
+        a = np.asarray(e[name])
+        if a.size != size or not np.issubdtype(a.dtype, np.floating):
+            raise ValueError(f"state_dict {name!r} of parameter {i} has "
+                             f"{a.size} elements of {a.dtype}, expected "
+                             f"{size} floats")
+        parts.append(a.reshape(-1))
+    flat = aligned_zeros(span.param.size)
+    if parts:
+        np.concatenate(parts, out=flat, casting="same_kind")
+    return flat

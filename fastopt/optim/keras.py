@@ -26,27 +26,25 @@ import math
 import numpy as np
 
 import fastopt._kernels as K
+from fastopt._validate import check_number, check_real
 from fastopt.optim.flat import aligned_zeros
-from fastopt.optim._base import Optimizer
-from fastopt.optim.clip import global_grad_norm
-
-_UNBUILT = "the optimizer is not built yet: call build(params) (or apply_gradients) first"
+from fastopt.optim._base import DEFERRED, Optimizer
+from fastopt.optim.clip import clip_grad_value_, global_grad_norm
 
 
 def _positive_or_none(value, name):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number or None, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return None if value is None else check_number(value, name, minimum=0, min_open=True)
 
 
 class KerasOptimizer(Optimizer):
-    """Base of the Keras-compatible classes (see the module docstring)."""
+    """Base of the Keras-compatible classes (see the module docstring).
 
-    _family = "keras"
+    Built without parameters (``Optimizer.__init__`` with ``DEFERRED``): they
+    are attached by :meth:`build` as the one parameter group.  ``step``'s
+    hooks resolve the learning rate (schedule, legacy decay) and clip.
+    """
+
+    family = "keras"
 
     def __init__(self, learning_rate, hyper, *, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, lr=None, decay=None, name=None):
@@ -64,10 +62,8 @@ class KerasOptimizer(Optimizer):
         if sum(c is not None for c in (self.clipnorm, self.clipvalue, self.global_clipnorm)) > 1:
             raise ValueError("set at most one of clipnorm, clipvalue and global_clipnorm")
         self.name = name or type(self).__name__.lower()
-        self.defaults = dict(lr=learning_rate, decay=0.0 if decay is None else decay,
-                             weight_decay=weight_decay, **hyper)
-        self.param_groups, self._params, self._spans = [], [], []
-        self._check_group(self.defaults)
+        super().__init__(DEFERRED, dict(lr=learning_rate, decay=0.0 if decay is None else decay,
+                                        weight_decay=weight_decay, **hyper))
 
     # -- learning rate -------------------------------------------------------
     @property
@@ -95,18 +91,12 @@ class KerasOptimizer(Optimizer):
         lr = group["lr"]
         if callable(lr):
             lr = lr(self.iterations)
-        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
-            raise TypeError(f"learning_rate must be a number or a schedule returning one, "
-                            f"got {type(lr).__name__}")
-        decay = group["decay"]
-        if isinstance(decay, bool) or not isinstance(decay, (int, float, np.floating,
-                                                             np.integer)) \
-                or not (math.isfinite(decay) and decay >= 0):
-            raise ValueError(f"decay must be a finite number >= 0, got {decay!r}")
-        return float(lr) / (1.0 + decay * self.iterations) if decay else float(lr)
+        lr = check_real(lr, "learning_rate", "a number or a schedule returning one")
+        decay = check_number(group["decay"], "decay", minimum=0)
+        return lr / (1.0 + decay * self.iterations) if decay else lr
 
-    def _check_group(self, group):
-        super()._check_group(dict(group, lr=self._current_lr(group)))
+    def _resolve(self, group):
+        return dict(group, lr=self._current_lr(group))
 
     # -- building and stepping ----------------------------------------------
     def build(self, params):
@@ -120,14 +110,13 @@ class KerasOptimizer(Optimizer):
     def built(self):
         return bool(self.param_groups)
 
-    def _clip(self, group):
-        """Apply clipvalue/clipnorm in place; return the global-norm factor."""
-        spans = self._spans[0]
+    def _scale(self, grad_scale):
+        """Apply clipvalue/clipnorm in place; the global-norm factor times
+        ``grad_scale``."""
         if self.clipvalue is not None:
-            for span in spans:
-                np.clip(span.grad, -self.clipvalue, self.clipvalue, out=span.grad)
+            clip_grad_value_(self, self.clipvalue)
         elif self.clipnorm is not None:
-            for span in spans:
+            for span in self._spans[0]:
                 for i, view in span.views(span.grad).items():
                     norm = math.sqrt(K.sum_squares(view))
                     if not math.isfinite(norm):
@@ -141,26 +130,15 @@ class KerasOptimizer(Optimizer):
             if not math.isfinite(norm):
                 raise FloatingPointError(f"the global gradient norm is {norm}; step skipped, "
                                          f"parameters unchanged")
-            return self.global_clipnorm / max(norm, self.global_clipnorm)
-        return 1.0
+            return grad_scale * (self.global_clipnorm / max(norm, self.global_clipnorm))
+        return grad_scale
 
     def step(self, skip_nonfinite=False):
         """Apply one update from the gradients now in the grad arrays; with
         ``skip_nonfinite=True``, skip it (returning True) if any gradient
-        holds nan or inf."""
-        if not self.param_groups:
-            raise RuntimeError(_UNBUILT)
-        group = self.param_groups[0]
-        resolved = dict(group, lr=self._current_lr(group))
-        Optimizer._check_group(self, resolved)
-        if skip_nonfinite and not self._grads_finite():
-            return True
-        grad_scale = self._clip(group)
-        for span in self._spans[0]:
-            self._ensure_state(span, resolved)
-            self._update(span.param, span.grad, span.state, resolved, span.step + 1, grad_scale)
-            span.step += 1
-        return False if skip_nonfinite else None
+        holds nan or inf.  (:meth:`Optimizer.step` without ``grad_scale``:
+        Keras clips through the constructor's arguments.)"""
+        return super().step(skip_nonfinite=skip_nonfinite)
 
     def apply_gradients(self, grads_and_vars):
         """Keras' ``apply_gradients``: one update from ``(grad, variable)``
@@ -311,6 +289,20 @@ class Adagrad(KerasOptimizer):
 _BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}
 
 
+def names():
+    """The names :func:`get` accepts, sorted: 'adagrad', 'adam', ..."""
+    return sorted(_BY_NAME)
+
+
+def get_class(name):
+    """The Keras-compatible optimizer class called ``name`` (any case)."""
+    try:
+        return _BY_NAME[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of "
+                         f"{names()}") from None
+
+
 def get(identifier, **kwargs):
     """A Keras-compatible optimizer from its name ('sgd', 'adam', 'adamw',
     'rmsprop', 'adagrad', any case) with Keras' defaults, or an optimizer
@@ -322,9 +314,4 @@ def get(identifier, **kwargs):
     if not isinstance(identifier, str):
         raise TypeError(f"optimizer must be a name or an optimizer instance, "
                         f"got {type(identifier).__name__}")
-    try:
-        cls = _BY_NAME[identifier.lower()]
-    except KeyError:
-        raise ValueError(f"unknown optimizer {identifier!r}; expected one of "
-                         f"{sorted(_BY_NAME)}") from None
-    return cls(**kwargs)
+    return get_class(identifier)(**kwargs)

@@ -57,7 +57,7 @@ def _optimizer_meta(opt):
             config.pop("decoupled_weight_decay", None)
     groups = [{k: _encode(v) for k, v in g.items()} for g in sd["param_groups"]]
     steps = {str(i): entry["step"] for i, entry in sd["state"].items()}
-    return ({"family": opt._family, "class": type(opt).__name__,
+    return ({"family": opt.family, "class": type(opt).__name__,
              "config": {k: _encode(v) for k, v in config.items()},
              "param_groups": groups, "steps": steps, "kind": sd["optimizer"]},
             {f"state/{i}/{name}": arr for i, entry in sd["state"].items()

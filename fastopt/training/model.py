@@ -154,9 +154,9 @@ class MLP:
                             f"got {type(optimizer).__name__}")
         if isinstance(opt, keras_optimizers.KerasOptimizer) and not opt.built:
             opt.build(self.params)
-        covered = sum(p.size for p, _ in opt._params)
+        covered = sum(p.size for p, _ in opt.parameters)
         if covered != self.params.size or not all(
-                np.shares_memory(p, self.params.data) for p, _ in opt._params):
+                np.shares_memory(p, self.params.data) for p, _ in opt.parameters):
             raise ValueError("the optimizer updates other arrays than this model's parameters; "
                              "construct it over model.params")
         self.optimizer = opt
