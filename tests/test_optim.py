@@ -311,3 +311,62 @@ def test_functional_and_class_agree():
         opt.step()
         fastopt.adam_(p, flat.grad, m, v, step=step, lr=0.01)
     np.testing.assert_array_equal(flat.data, p)
+
+
+# -- public accessors and argument types ---------------------------------------
+
+def test_public_accessors():
+    flat = _model()
+    opt = optim.Adam(flat)
+    assert opt.family == "torch"
+    pairs = opt.parameters
+    assert len(pairs) == len(SHAPES)
+    for (p, g), (fp, fg) in zip(pairs, flat):
+        assert p is fp and g is fg
+    pairs.clear()  # a copy: the optimizer's own list is untouched
+    assert len(opt.parameters) == len(SHAPES)
+    buffers = opt.grad_buffers()
+    assert len(buffers) == opt.n_kernel_calls == 1
+    assert np.shares_memory(buffers[0], flat.grad) and buffers[0].size == flat.size
+
+
+def test_clip_through_an_optimizer_clips_its_gradients():
+    flat = _model()
+    opt = optim.SGD(flat, lr=0.1)
+    flat.grad[:] = 3.0
+    optim.clip_grad_value_(opt, 1.0)
+    assert np.all(flat.grad == 1.0)
+    assert optim.global_grad_norm(opt) == pytest.approx(np.sqrt(flat.size))
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda f: optim.clip_grad_norm_(f, "1"), TypeError, "max_norm must be a number"),
+    (lambda f: optim.clip_grad_norm_(f, True), TypeError, "max_norm must be a number"),
+    (lambda f: optim.clip_grad_norm_(f, 0.0), ValueError, "max_norm must be a finite number > 0"),
+    (lambda f: optim.clip_grad_norm_(f, 1.0, error_if_nonfinite="yes"), TypeError,
+     "error_if_nonfinite must be True or False"),
+    (lambda f: optim.clip_grad_value_(f, None), TypeError, "clip_value must be a number"),
+    (lambda f: optim.clip_grad_value_(f, -1.0), ValueError,
+     "clip_value must be a finite number >= 0"),
+    (lambda f: optim.Adagrad(f, initial_accumulator_value="0"), TypeError,
+     "initial_accumulator_value must be a number"),
+])
+def test_wrong_type_is_type_error_wrong_value_value_error(call, exc, match):
+    flat = _model()
+    flat.grad[:] = 2.0
+    before = flat.grad.copy()
+    with pytest.raises(exc, match=match):
+        call(flat)
+    np.testing.assert_array_equal(flat.grad, before)
+
+
+def test_state_dict_step_of_wrong_type_is_type_error():
+    flat = _model()
+    opt = optim.SGD(flat, lr=0.1, momentum=0.9)
+    flat.grad[:] = 1.0
+    opt.step()
+    sd = opt.state_dict()
+    for entry in sd["state"].values():
+        entry["step"] = 1.0
+    with pytest.raises(TypeError, match="state_dict step must be an int"):
+        opt.load_state_dict(sd)

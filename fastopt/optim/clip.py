@@ -12,16 +12,16 @@ import math
 import numpy as np
 
 from fastopt._kernels import sum_squares
+from fastopt._validate import check_bool, check_number
+from fastopt.optim._base import Optimizer
 from fastopt.optim.flat import FlatParameters
 
 
 def _grads(grads):
-    from fastopt.optim._base import Optimizer
-
     if isinstance(grads, FlatParameters):
         return [grads.grad]
     if isinstance(grads, Optimizer):
-        return [span.grad for spans in grads._spans for span in spans]
+        return grads.grad_buffers()
     if isinstance(grads, np.ndarray):
         grads = [grads]
     out = list(grads)
@@ -48,9 +48,8 @@ def clip_grad_norm_(grads, max_norm, error_if_nonfinite=True):
     FloatingPointError by default, with the gradients untouched, instead of
     spreading NaN into every parameter.
     """
-    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.floating)) \
-            or not (math.isfinite(max_norm) and max_norm > 0):
-        raise ValueError(f"max_norm must be a finite number > 0, got {max_norm!r}")
+    check_number(max_norm, "max_norm", minimum=0, min_open=True)
+    check_bool(error_if_nonfinite, "error_if_nonfinite")
     arrays = _grads(grads)
     norm = global_grad_norm(arrays)
     if not math.isfinite(norm):
@@ -68,8 +67,6 @@ def clip_grad_norm_(grads, max_norm, error_if_nonfinite=True):
 def clip_grad_value_(grads, clip_value):
     """Clip every gradient element to ``[-clip_value, clip_value]`` in place
     (``torch.nn.utils.clip_grad_value_``)."""
-    if isinstance(clip_value, bool) or not isinstance(clip_value, (int, float, np.floating)) \
-            or not (math.isfinite(clip_value) and clip_value >= 0):
-        raise ValueError(f"clip_value must be a finite number >= 0, got {clip_value!r}")
+    check_number(clip_value, "clip_value", minimum=0)
     for g in _grads(grads):
         np.clip(g, -clip_value, clip_value, out=g)
