@@ -116,3 +116,21 @@ def test_scheduler_state_dict_round_trip():
 def test_bad_schedule_arguments(make, exc, match):
     with pytest.raises(exc, match=match):
         make()
+
+
+@pytest.mark.parametrize("make,exc,match", [
+    (lambda: schedules.ExponentialDecay(0.1, 10, 0.5)(1.5), TypeError, "step must be an int"),
+    (lambda: schedules.ExponentialDecay(0.1, 10, 0.5)(True), TypeError, "step must be an int"),
+    (lambda: schedules.StepLR(optim.SGD(FlatParameters([(1,)]), lr=0.1), step_size=2.0),
+     TypeError, "step_size must be an int"),
+    (lambda: schedules.CosineDecay(0.1, 10, alpha=None), TypeError, "alpha must be a number"),
+    (lambda: schedules.CosineDecay(0.1, 10, alpha=float("inf")), ValueError,
+     "alpha must be finite"),
+    (lambda: schedules.ExponentialLR(optim.SGD(FlatParameters([(1,)]), lr=0.1), gamma=-1),
+     ValueError, "gamma must be >= 0"),
+    (lambda: schedules.PiecewiseConstantDecay([1, "2"], [1, 2, 3]), TypeError,
+     "boundaries must be a number"),
+])
+def test_wrong_type_is_type_error_wrong_value_value_error(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()

@@ -14,28 +14,26 @@ closed forms.  They work on both families.
 import bisect
 import math
 
-import numpy as np
+from fastopt._validate import check_int, check_number
+
+_BOUNDS = {None: {}, "positive": dict(minimum=0, min_open=True), "nonneg": dict(minimum=0),
+           "unit": dict(minimum=0, maximum=1)}
+_WORDS = {None: "finite", "positive": "> 0", "nonneg": ">= 0", "unit": "in [0, 1]"}
 
 
-def _number(value, name, *, positive=False, nonneg=False, unit=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    if nonneg and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    if unit and not 0 <= value <= 1:
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return value
+def _number(value, name, bound=None):
+    """``check_number`` with ``bound`` (None, 'positive', 'nonneg' or
+    'unit'), its ValueError in the schedules' wording: ``{name} must be
+    finite`` or ``must be > 0`` / ``>= 0`` / ``in [0, 1]``."""
+    try:
+        return check_number(value, name, **_BOUNDS[bound])
+    except ValueError:
+        words = _WORDS[bound] if math.isfinite(value) else _WORDS[None]
+        raise ValueError(f"{name} must be {words}, got {float(value)!r}") from None
 
 
 def _step_count(step):
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-        raise ValueError(f"step must be an int >= 0, got {step!r}")
-    return int(step)
+    return check_int(step, "step", minimum=0)
 
 
 class LearningRateSchedule:
@@ -61,9 +59,9 @@ class ExponentialDecay(LearningRateSchedule):
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
         self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate",
-                                             nonneg=True)
-        self.decay_steps = _number(decay_steps, "decay_steps", positive=True)
-        self.decay_rate = _number(decay_rate, "decay_rate", positive=True)
+                                             "nonneg")
+        self.decay_steps = _number(decay_steps, "decay_steps", "positive")
+        self.decay_rate = _number(decay_rate, "decay_rate", "positive")
         self.staircase = bool(staircase)
 
     def _lr(self, step):
@@ -79,9 +77,9 @@ class InverseTimeDecay(LearningRateSchedule):
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
         self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate",
-                                             nonneg=True)
-        self.decay_steps = _number(decay_steps, "decay_steps", positive=True)
-        self.decay_rate = _number(decay_rate, "decay_rate", nonneg=True)
+                                             "nonneg")
+        self.decay_steps = _number(decay_steps, "decay_steps", "positive")
+        self.decay_rate = _number(decay_rate, "decay_rate", "nonneg")
         self.staircase = bool(staircase)
 
     def _lr(self, step):
@@ -105,12 +103,12 @@ class CosineDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, warmup_target=None,
                  warmup_steps=0):
         self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate",
-                                             nonneg=True)
-        self.decay_steps = _number(decay_steps, "decay_steps", nonneg=True)
-        self.alpha = _number(alpha, "alpha", unit=True)
+                                             "nonneg")
+        self.decay_steps = _number(decay_steps, "decay_steps", "nonneg")
+        self.alpha = _number(alpha, "alpha", "unit")
         self.warmup_target = (None if warmup_target is None
-                              else _number(warmup_target, "warmup_target", nonneg=True))
-        self.warmup_steps = _number(warmup_steps, "warmup_steps", nonneg=True)
+                              else _number(warmup_target, "warmup_target", "nonneg"))
+        self.warmup_steps = _number(warmup_steps, "warmup_steps", "nonneg")
         if self.warmup_steps and self.warmup_target is None:
             raise ValueError("warmup_steps needs warmup_target (the rate reached at its end)")
 
@@ -138,10 +136,10 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         if len(values) != len(boundaries) + 1:
             raise ValueError(f"values must have one more entry than boundaries, got "
                              f"{len(values)} values for {len(boundaries)} boundaries")
-        if any(b >= c for b, c in zip(boundaries, boundaries[1:])):
-            raise ValueError("boundaries must be strictly increasing")
         self.boundaries = [_number(b, "boundaries") for b in boundaries]
-        self.values = [_number(v, "values", nonneg=True) for v in values]
+        self.values = [_number(v, "values", "nonneg") for v in values]
+        if any(b >= c for b, c in zip(self.boundaries, self.boundaries[1:])):
+            raise ValueError("boundaries must be strictly increasing")
 
     def _lr(self, step):
         return self.values[bisect.bisect_left(self.boundaries, step)]
@@ -194,11 +192,8 @@ class StepLR(_Scheduler):
     """PyTorch: ``lr * gamma ** (epoch // step_size)``."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        if isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) \
-                or step_size < 1:
-            raise ValueError(f"step_size must be an int >= 1, got {step_size!r}")
-        self.step_size = int(step_size)
-        self.gamma = _number(gamma, "gamma", nonneg=True)
+        self.step_size = check_int(step_size, "step_size", minimum=1)
+        self.gamma = _number(gamma, "gamma", "nonneg")
         super().__init__(optimizer)
 
     def _lr(self, base, epoch):
@@ -209,7 +204,7 @@ class ExponentialLR(_Scheduler):
     """PyTorch: ``lr * gamma ** epoch``."""
 
     def __init__(self, optimizer, gamma):
-        self.gamma = _number(gamma, "gamma", nonneg=True)
+        self.gamma = _number(gamma, "gamma", "nonneg")
         super().__init__(optimizer)
 
     def _lr(self, base, epoch):
@@ -222,8 +217,8 @@ class CosineAnnealingLR(_Scheduler):
     does not clamp)."""
 
     def __init__(self, optimizer, T_max, eta_min=0.0):
-        self.T_max = _number(T_max, "T_max", positive=True)
-        self.eta_min = _number(eta_min, "eta_min", nonneg=True)
+        self.T_max = _number(T_max, "T_max", "positive")
+        self.eta_min = _number(eta_min, "eta_min", "nonneg")
         super().__init__(optimizer)
 
     def _lr(self, base, epoch):
