@@ -67,6 +67,11 @@ class KerasOptimizer(Optimizer):
 
     # -- learning rate -------------------------------------------------------
     @property
+    def _group(self):
+        """The one parameter group once built, the defaults before."""
+        return self.param_groups[0] if self.param_groups else self.defaults
+
+    @property
     def iterations(self):
         """Updates applied so far (Keras' ``optimizer.iterations``)."""
         return self._spans[0][0].step if self._spans else 0
@@ -74,11 +79,11 @@ class KerasOptimizer(Optimizer):
     @property
     def learning_rate(self):
         """The current learning rate, after schedule and legacy decay."""
-        return self._current_lr(self.param_groups[0] if self.param_groups else self.defaults)
+        return self._current_lr(self._group)
 
     @learning_rate.setter
     def learning_rate(self, value):
-        group = self.param_groups[0] if self.param_groups else self.defaults
+        group = self._group
         old = group["lr"]
         group["lr"] = value
         try:
@@ -111,8 +116,13 @@ class KerasOptimizer(Optimizer):
         return bool(self.param_groups)
 
     def _scale(self, grad_scale):
-        """Apply clipvalue/clipnorm in place; the global-norm factor times
-        ``grad_scale``."""
+        """Keras' clipping, before the update.  ``clipvalue``: every gradient
+        element clipped to ``[-clipvalue, clipvalue]`` in place.  ``clipnorm``:
+        each parameter's gradient whose L2 norm exceeds ``clipnorm`` scaled in
+        place by ``clipnorm / norm``.  ``global_clipnorm``: nothing written;
+        returns ``grad_scale * global_clipnorm / max(norm, global_clipnorm)``
+        for the kernels to apply.  A non-finite norm raises FloatingPointError
+        before any parameter is written."""
         if self.clipvalue is not None:
             clip_grad_value_(self, self.clipvalue)
         elif self.clipnorm is not None:
@@ -160,8 +170,7 @@ class KerasOptimizer(Optimizer):
 
     def get_config(self):
         """The constructor's arguments (``lr`` is ``learning_rate``)."""
-        group = self.param_groups[0] if self.param_groups else self.defaults
-        config = {k: v for k, v in group.items() if k != "params"}
+        config = {k: v for k, v in self._group.items() if k != "params"}
         config.update(name=self.name, clipnorm=self.clipnorm, clipvalue=self.clipvalue,
                       global_clipnorm=self.global_clipnorm)
         return config
