@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -75,9 +76,16 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
     np.testing.assert_array_equal(full, resumed)
 
 
-def test_evaluate_and_predict(tmp_path):
-    model = tmp_path / "m.npz"
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A small model saved by `fastopt train --save`, shared by this module's tests."""
+    model = tmp_path_factory.mktemp("model") / "m.npz"
     run("train", *QUICK, "--save", str(model))
+    return model
+
+
+def test_evaluate_and_predict(tmp_path, model_file):
+    model = model_file
     out = run("evaluate", str(model))
     assert "accuracy" in out.stdout and "most often mistaken for" in out.stdout
     from fastopt.datasets import load_mnist
@@ -160,3 +168,28 @@ def test_help_everywhere_with_examples(command):
     assert "usage: fastopt" in out.stdout
     if command != ["info"]:
         assert "example" in out.stdout
+
+
+# -- errors: user errors are one line, bugs show their traceback ----------------------------
+
+def test_a_bug_is_not_reported_as_a_user_error(monkeypatch):
+    from fastopt.cli import info, main
+
+    def broken(n, repeats):
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(info, "_time_adam", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        main(["info", "--size", "10", "--repeats", "1"])
+
+
+def test_closed_stdout_is_quiet(model_file):
+    """`fastopt evaluate m.npz | head -1`: the reader goes away, fastopt stops
+    quietly with 128 + SIGPIPE, as Unix tools do."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastopt", "evaluate", str(model_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=os.path.expanduser("~"))
+    proc.stdout.close()  # before fastopt writes anything
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=600) == 128 + signal.SIGPIPE
+    assert stderr == ""
