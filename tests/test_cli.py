@@ -170,6 +170,54 @@ def test_help_everywhere_with_examples(command):
         assert "example" in out.stdout
 
 
+# -- options anywhere (issue #16) ----------------------------------------------------------
+
+def _parsed(argv):
+    from fastopt.cli._app import parse
+
+    return vars(parse(argv))
+
+
+@pytest.mark.parametrize("orders", [
+    [["predict", "m.npz", "--top", "5", "d0.png", "d1.npy"],
+     ["predict", "--top", "5", "m.npz", "d0.png", "d1.npy"],
+     ["predict", "m.npz", "d0.png", "--top", "5", "d1.npy"],
+     ["predict", "m.npz", "d0.png", "d1.npy", "--top", "5"]],
+    [["predict", "m.npz", "--test-index", "0,1", "--invert", "d0.png"],
+     ["predict", "--invert", "m.npz", "d0.png", "--test-index", "0,1"],
+     ["predict", "--test-index", "0,1", "--invert", "m.npz", "d0.png"]],
+    [["evaluate", "m.npz", "--data", "mnist"], ["evaluate", "--data", "mnist", "m.npz"]],
+    [["train", "--epochs", "2", "--quiet", "--hidden", "16"],
+     ["train", "--hidden", "16", "--epochs", "2", "--quiet"],
+     ["train", "--quiet", "--hidden", "16", "--epochs", "2"]],
+    [["search", "--param", "lr=1e-3", "--epochs", "2", "--method", "random"],
+     ["search", "--method", "random", "--param", "lr=1e-3", "--epochs", "2"]],
+    [["bench", "--quick", "-k", "adam", "--json", "b.json"],
+     ["bench", "--json", "b.json", "-k", "adam", "--quick"]],
+    [["info", "--size", "10", "--repeats", "2"], ["info", "--repeats", "2", "--size", "10"]],
+], ids=["predict-top", "predict-mixed", "evaluate", "train", "search", "bench", "info"])
+def test_options_anywhere(orders):
+    first = _parsed(orders[0])
+    assert first["command"] == orders[0][0]
+    for argv in orders[1:]:
+        assert _parsed(argv) == first, argv
+
+
+def test_predict_with_options_between_files(tmp_path, model_file):
+    """The command of issue #16, which argparse alone refused."""
+    from fastopt.datasets import load_mnist
+
+    _, (xt, _) = load_mnist()
+    np.save(tmp_path / "d0.npy", xt[0])
+    np.save(tmp_path / "d1.npy", xt[1])
+    out = run("predict", str(model_file), "--top", "5", str(tmp_path / "d0.npy"),
+              str(tmp_path / "d1.npy"))
+    lines = out.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(tmp_path / "d0.npy"),
+                                                       str(tmp_path / "d1.npy")]
+    assert all(line.count("%") == 5 for line in lines)
+
+
 # -- errors: user errors are one line, bugs show their traceback ----------------------------
 
 def test_a_bug_is_not_reported_as_a_user_error(monkeypatch):

@@ -23,6 +23,10 @@ USER_ERRORS = (CLIError, ValueError, OSError, FloatingPointError)
 
 def build_parser():
     """The ``fastopt`` argument parser, one sub-parser per command."""
+    return _build()[0]
+
+
+def _build():
     parser = Parser(
         prog="fastopt",
         description="Fused in-place optimizer kernels, and an MLP trainer for MNIST built on "
@@ -40,18 +44,23 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
     for command in COMMANDS:
         command.add_parser(sub)
-    return parser
+    return parser, sub.choices
 
 
 def parse(argv):
-    """The parsed command line."""
-    parser = build_parser()
+    """The parsed command line; options may come anywhere among a command's
+    positional arguments (``fastopt predict m.npz --top 5 d0.png d1.png``)."""
+    parser, commands = _build()
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         # no command: train (the default model, or with the flags given)
         print("fastopt: no command given, so training the default model "
               "(see `fastopt --help` for the others).")
         argv = ["train", *argv]
-    return parser.parse_args(argv)
+    if argv[0] not in commands:  # --help, or an unknown command: the main parser says so
+        return parser.parse_args(argv)
+    args = commands[argv[0]].parse_intermixed_args(argv[1:])
+    args.command = argv[0]
+    return args
 
 
 def main(argv=None):

@@ -14,9 +14,10 @@ def add_parser(sub):
         sub, "predict", help="classify images with a saved model",
         description="Predicted digit and top probabilities for images: .npy arrays "
                     "(N, 28, 28) or (28, 28), PNG files (needs matplotlib), or MNIST test "
-                    "images by index.",
+                    "images by index. Options may come before, between or after the files.",
         epilog="examples:\n  fastopt predict model.npz --test-index 0,1,2\n"
-               "  fastopt predict model.npz digits.npy")
+               "  fastopt predict model.npz digits.npy\n"
+               "  fastopt predict model.npz --top 5 d0.png d1.png")
     p.add_argument("model")
     p.add_argument("images", nargs="*", help=".npy or .png files")
     p.add_argument("--test-index", type=_shared.int_list, metavar="I,J,...",
