@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -241,3 +242,43 @@ def test_closed_stdout_is_quiet(model_file):
     stderr = proc.stderr.read()
     assert proc.wait(timeout=600) == 128 + signal.SIGPIPE
     assert stderr == ""
+
+
+# -- bench from a checkout, and from elsewhere (issue #16) -----------------------------------
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+needs_checkout = pytest.mark.skipif(not (ROOT / "bench" / "report.py").exists(),
+                                    reason="needs the source checkout's bench/")
+
+
+def _console_script():
+    script = pathlib.Path(sys.executable).with_name("fastopt")
+    if not script.exists():
+        pytest.skip("the fastopt console script is not installed beside this Python")
+    return str(script)
+
+
+@needs_checkout
+@pytest.mark.parametrize("where", ["checkout", "elsewhere"])
+def test_bench_imports_the_installed_package(where):
+    """From the checkout root, whose unbuilt fastopt/ once shadowed the installed
+    package ("cannot import name '_kernels'"), and from another directory."""
+    pytest.importorskip("pytest_benchmark")
+    args = ["--source", str(ROOT)] if where == "elsewhere" else []
+    proc = subprocess.run([_console_script(), "bench", "--list", "--quick", "-k", "adam",
+                           *args], capture_output=True, text=True, timeout=600,
+                          cwd=ROOT if where == "checkout" else os.path.expanduser("~"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "bench/test_optimizers.py::" in proc.stdout
+    assert "cannot import" not in proc.stdout + proc.stderr
+
+
+def test_bench_without_a_checkout_names_where_it_looked(tmp_path):
+    import fastopt
+
+    beside = pathlib.Path(fastopt.__file__).resolve().parents[1] / "bench"
+    if (beside / "report.py").exists():
+        pytest.skip("fastopt is installed from a source checkout")
+    proc = run("bench", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert f"no bench/ here: looked for {tmp_path / 'bench'} and {beside}" in proc.stderr
