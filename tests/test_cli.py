@@ -6,6 +6,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -242,6 +243,53 @@ def test_closed_stdout_is_quiet(model_file):
     stderr = proc.stderr.read()
     assert proc.wait(timeout=600) == 128 + signal.SIGPIPE
     assert stderr == ""
+
+
+# -- Ctrl-C during train (issue #16) ---------------------------------------------------------
+
+def _interrupt_training(tmp_path, *args, ready):
+    """Start a long `fastopt train`, wait until ``ready()``, press Ctrl-C."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastopt", "train", "--limit", "1000",
+                             "--epochs", "1000", "--hidden", "16", "--quiet", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout.readline().startswith("Training the")
+        deadline = time.monotonic() + 300
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # into fit, whatever the machine's speed
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    return proc.returncode, stderr
+
+
+def test_interrupted_run_with_a_checkpoint_says_how_to_resume(tmp_path):
+    ck = tmp_path / "run.npz"
+    status, stderr = _interrupt_training(tmp_path, "--checkpoint", "run.npz", ready=ck.exists)
+    assert status == 130
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert "run.npz holds epoch" in stderr and "fastopt train --resume run.npz" in stderr
+    from fastopt.checkpoint import load
+
+    assert load(ck).epoch >= 1
+
+
+def test_interrupted_run_without_a_checkpoint_says_nothing_was_saved(tmp_path):
+    status, stderr = _interrupt_training(tmp_path, ready=lambda: True)
+    assert status == 130
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert "nothing was saved" in stderr and "--checkpoint FILE" in stderr
+
+
+def test_interrupted_message_names_the_file_to_resume_from():
+    from fastopt.cli.train import interrupted_message
+
+    assert "fastopt train --resume 'my run.npz'" in interrupted_message("my run.npz", 3, None)
+    assert "fastopt train --resume a.npz" in interrupted_message("b.npz", None, "a.npz")
+    assert "nothing was saved" in interrupted_message("b.npz", None, None)
 
 
 # -- bench from a checkout, and from elsewhere (issue #16) -----------------------------------

@@ -11,7 +11,7 @@ import fastopt.cli.info as info
 import fastopt.cli.predict as predict
 import fastopt.cli.search as search
 import fastopt.cli.train as train
-from fastopt.cli._shared import CLIError, Parser
+from fastopt.cli._shared import CLIError, Interrupted, Parser
 
 COMMANDS = (train, evaluate, predict, search, bench, info)
 
@@ -71,12 +71,15 @@ def main(argv=None):
         sys.stdout.flush()  # inside the try, so a closed pipe is handled below
     except BrokenPipeError:  # stdout's reader stopped early, as in `fastopt ... | head -1`
         return _closed_stdout()
+    except Interrupted as exc:
+        print(f"fastopt: {exc}", file=sys.stderr)
+        return exc.status
     except KeyboardInterrupt:
         print("fastopt: interrupted", file=sys.stderr)
-        return 130
+        return Interrupted.status
     except USER_ERRORS as exc:
         print(f"fastopt: error: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "status", 1)
     return status
 
 

@@ -23,7 +23,16 @@ OPT_FLAGS = {"lr": "learning_rate", "momentum": "momentum", "beta1": "beta_1",
 
 
 class CLIError(Exception):
-    """A user error, reported as one line with exit status 1."""
+    """A user error, reported as one line with exit status ``status``."""
+
+    status = 1
+
+
+class Interrupted(CLIError):
+    """Ctrl-C, reported as one line saying what was kept (exit status 130,
+    128 + SIGINT, as shells report an interrupted command)."""
+
+    status = 130
 
 
 class Parser(argparse.ArgumentParser):

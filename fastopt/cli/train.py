@@ -1,6 +1,7 @@
 """``fastopt train``: train the MLP on MNIST, then report the test loss and accuracy
 (also what ``fastopt`` with no command, or with only options, runs)."""
 import math
+import shlex
 import sys
 import time
 
@@ -135,19 +136,52 @@ def _compiled_model(cfg, sizes, n_train, n_samples):
     return model
 
 
+class _Checkpoint(fastopt.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that remembers the last epoch it wrote."""
+
+    saved_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self.saved_epoch = epoch + 1
+
+
 def _fit(model, x, y, cfg, args, initial_epoch):
-    """model.fit with the run's callbacks."""
+    """model.fit with the run's callbacks; Ctrl-C becomes :class:`Interrupted`
+    saying whether and how the run can be resumed."""
     callbacks = []
     if cfg["early_stopping"]:
         callbacks.append(fastopt.callbacks.EarlyStopping(
             "val_loss" if cfg["validation_split"] else "loss",
             patience=cfg["early_stopping"], restore_best_weights=True))
+    checkpoint = None
     if args.checkpoint:  # the checkpoint also keeps this run's settings, for --resume
-        callbacks.append(fastopt.callbacks.ModelCheckpoint(args.checkpoint, extra=cfg))
+        checkpoint = _Checkpoint(args.checkpoint, extra=cfg)
+        callbacks.append(checkpoint)
     verbose = 1 if sys.stderr.isatty() and not args.quiet else (0 if args.quiet else 2)
-    return model.fit(x, y, batch_size=cfg["batch_size"], epochs=cfg["epochs"],
-                     validation_split=cfg["validation_split"], verbose=verbose,
-                     callbacks=callbacks, initial_epoch=initial_epoch)
+    try:
+        return model.fit(x, y, batch_size=cfg["batch_size"], epochs=cfg["epochs"],
+                         validation_split=cfg["validation_split"], verbose=verbose,
+                         callbacks=callbacks, initial_epoch=initial_epoch)
+    except KeyboardInterrupt:
+        saved = checkpoint.saved_epoch if checkpoint else None
+        raise _shared.Interrupted(interrupted_message(args.checkpoint, saved, args.resume)) \
+            from None
+
+
+def interrupted_message(checkpoint, saved_epoch, resumed_from):
+    """What an interrupted `train` kept: the checkpoint to resume from, if any."""
+    resume_from = checkpoint if saved_epoch is not None else resumed_from
+    if resume_from:
+        kept = (f"{checkpoint} holds epoch {saved_epoch}" if saved_epoch is not None
+                else f"no epoch ended since {resumed_from} was loaded")
+        return f"interrupted; {kept}: continue with `fastopt train --resume " \
+               f"{shlex.quote(resume_from)}`"
+    if checkpoint:
+        return (f"interrupted before the first epoch ended, so nothing was saved "
+                f"({checkpoint} is written after every epoch)")
+    return ("interrupted; nothing was saved (train with --checkpoint FILE to write a "
+            "checkpoint after every epoch, and continue with --resume FILE)")
 
 
 def _write_outputs(args, model, history, title):
