@@ -2,8 +2,11 @@
 import csv
 import json
 import os
+import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -75,9 +78,16 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
     np.testing.assert_array_equal(full, resumed)
 
 
-def test_evaluate_and_predict(tmp_path):
-    model = tmp_path / "m.npz"
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A small model saved by `fastopt train --save`, shared by this module's tests."""
+    model = tmp_path_factory.mktemp("model") / "m.npz"
     run("train", *QUICK, "--save", str(model))
+    return model
+
+
+def test_evaluate_and_predict(tmp_path, model_file):
+    model = model_file
     out = run("evaluate", str(model))
     assert "accuracy" in out.stdout and "most often mistaken for" in out.stdout
     from fastopt.datasets import load_mnist
@@ -160,3 +170,163 @@ def test_help_everywhere_with_examples(command):
     assert "usage: fastopt" in out.stdout
     if command != ["info"]:
         assert "example" in out.stdout
+
+
+# -- options anywhere (issue #16) ----------------------------------------------------------
+
+def _parsed(argv):
+    from fastopt.cli._app import parse
+
+    return vars(parse(argv))
+
+
+@pytest.mark.parametrize("orders", [
+    [["predict", "m.npz", "--top", "5", "d0.png", "d1.npy"],
+     ["predict", "--top", "5", "m.npz", "d0.png", "d1.npy"],
+     ["predict", "m.npz", "d0.png", "--top", "5", "d1.npy"],
+     ["predict", "m.npz", "d0.png", "d1.npy", "--top", "5"]],
+    [["predict", "m.npz", "--test-index", "0,1", "--invert", "d0.png"],
+     ["predict", "--invert", "m.npz", "d0.png", "--test-index", "0,1"],
+     ["predict", "--test-index", "0,1", "--invert", "m.npz", "d0.png"]],
+    [["evaluate", "m.npz", "--data", "mnist"], ["evaluate", "--data", "mnist", "m.npz"]],
+    [["train", "--epochs", "2", "--quiet", "--hidden", "16"],
+     ["train", "--hidden", "16", "--epochs", "2", "--quiet"],
+     ["train", "--quiet", "--hidden", "16", "--epochs", "2"]],
+    [["search", "--param", "lr=1e-3", "--epochs", "2", "--method", "random"],
+     ["search", "--method", "random", "--param", "lr=1e-3", "--epochs", "2"]],
+    [["bench", "--quick", "-k", "adam", "--json", "b.json"],
+     ["bench", "--json", "b.json", "-k", "adam", "--quick"]],
+    [["info", "--size", "10", "--repeats", "2"], ["info", "--repeats", "2", "--size", "10"]],
+], ids=["predict-top", "predict-mixed", "evaluate", "train", "search", "bench", "info"])
+def test_options_anywhere(orders):
+    first = _parsed(orders[0])
+    assert first["command"] == orders[0][0]
+    for argv in orders[1:]:
+        assert _parsed(argv) == first, argv
+
+
+def test_predict_with_options_between_files(tmp_path, model_file):
+    """The command of issue #16, which argparse alone refused."""
+    from fastopt.datasets import load_mnist
+
+    _, (xt, _) = load_mnist()
+    np.save(tmp_path / "d0.npy", xt[0])
+    np.save(tmp_path / "d1.npy", xt[1])
+    out = run("predict", str(model_file), "--top", "5", str(tmp_path / "d0.npy"),
+              str(tmp_path / "d1.npy"))
+    lines = out.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(tmp_path / "d0.npy"),
+                                                       str(tmp_path / "d1.npy")]
+    assert all(line.count("%") == 5 for line in lines)
+
+
+# -- errors: user errors are one line, bugs show their traceback ----------------------------
+
+def test_a_bug_is_not_reported_as_a_user_error(monkeypatch):
+    from fastopt.cli import info, main
+
+    def broken(n, repeats):
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(info, "_time_adam", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        main(["info", "--size", "10", "--repeats", "1"])
+
+
+def test_closed_stdout_is_quiet(model_file):
+    """`fastopt evaluate m.npz | head -1`: the reader goes away, fastopt stops
+    quietly with 128 + SIGPIPE, as Unix tools do."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastopt", "evaluate", str(model_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=os.path.expanduser("~"))
+    proc.stdout.close()  # before fastopt writes anything
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=600) == 128 + signal.SIGPIPE
+    assert stderr == ""
+
+
+# -- Ctrl-C during train (issue #16) ---------------------------------------------------------
+
+def _interrupt_training(tmp_path, *args, ready):
+    """Start a long `fastopt train`, wait until ``ready()``, press Ctrl-C."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastopt", "train", "--limit", "1000",
+                             "--epochs", "1000", "--hidden", "16", "--quiet", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout.readline().startswith("Training the")
+        deadline = time.monotonic() + 300
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # into fit, whatever the machine's speed
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    return proc.returncode, stderr
+
+
+def test_interrupted_run_with_a_checkpoint_says_how_to_resume(tmp_path):
+    ck = tmp_path / "run.npz"
+    status, stderr = _interrupt_training(tmp_path, "--checkpoint", "run.npz", ready=ck.exists)
+    assert status == 130
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert "run.npz holds epoch" in stderr and "fastopt train --resume run.npz" in stderr
+    from fastopt.checkpoint import load
+
+    assert load(ck).epoch >= 1
+
+
+def test_interrupted_run_without_a_checkpoint_says_nothing_was_saved(tmp_path):
+    status, stderr = _interrupt_training(tmp_path, ready=lambda: True)
+    assert status == 130
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert "nothing was saved" in stderr and "--checkpoint FILE" in stderr
+
+
+def test_interrupted_message_names_the_file_to_resume_from():
+    from fastopt.cli.train import interrupted_message
+
+    assert "fastopt train --resume 'my run.npz'" in interrupted_message("my run.npz", 3, None)
+    assert "fastopt train --resume a.npz" in interrupted_message("b.npz", None, "a.npz")
+    assert "nothing was saved" in interrupted_message("b.npz", None, None)
+
+
+# -- bench from a checkout, and from elsewhere (issue #16) -----------------------------------
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+needs_checkout = pytest.mark.skipif(not (ROOT / "bench" / "report.py").exists(),
+                                    reason="needs the source checkout's bench/")
+
+
+def _console_script():
+    script = pathlib.Path(sys.executable).with_name("fastopt")
+    if not script.exists():
+        pytest.skip("the fastopt console script is not installed beside this Python")
+    return str(script)
+
+
+@needs_checkout
+@pytest.mark.parametrize("where", ["checkout", "elsewhere"])
+def test_bench_imports_the_installed_package(where):
+    """From the checkout root, whose unbuilt fastopt/ once shadowed the installed
+    package ("cannot import name '_kernels'"), and from another directory."""
+    pytest.importorskip("pytest_benchmark")
+    args = ["--source", str(ROOT)] if where == "elsewhere" else []
+    proc = subprocess.run([_console_script(), "bench", "--list", "--quick", "-k", "adam",
+                           *args], capture_output=True, text=True, timeout=600,
+                          cwd=ROOT if where == "checkout" else os.path.expanduser("~"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "bench/test_optimizers.py::" in proc.stdout
+    assert "cannot import" not in proc.stdout + proc.stderr
+
+
+def test_bench_without_a_checkout_names_where_it_looked(tmp_path):
+    import fastopt
+
+    beside = pathlib.Path(fastopt.__file__).resolve().parents[1] / "bench"
+    if (beside / "report.py").exists():
+        pytest.skip("fastopt is installed from a source checkout")
+    proc = run("bench", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert f"no bench/ here: looked for {tmp_path / 'bench'} and {beside}" in proc.stderr
