@@ -4,13 +4,15 @@ import hashlib
 import os
 import shutil
 import struct
+from importlib import resources
 
 import numpy as np
 import pytest
 
 from fastopt.datasets import MNIST_FILES, DataFileError, load_mnist, read_idx
 
-# MD5 of the canonical uncompressed files (shared/datasets/mnist/README.md)
+# MD5 of the canonical uncompressed files: the well-known sums of the IDX files
+# as their authors publish them (uncompressed, so independent of gzip's output)
 CANONICAL_MD5 = {"x_train": "6bbc9ace898e44ae57da46a324031adb",
                  "y_train": "a25bea736e30d166cdddb491f175f624",
                  "x_test": "2646ac647ad5339dbf082846283269ea",
@@ -20,6 +22,17 @@ CANONICAL_MD5 = {"x_train": "6bbc9ace898e44ae57da46a324031adb",
 @pytest.fixture(scope="module")
 def mnist():
     return load_mnist()
+
+
+def _bundled_dir():
+    """fastopt/data/mnist of the installed package, as load_mnist() finds it."""
+    return resources.files("fastopt") / "data" / "mnist"
+
+
+def _sha256sums(text):
+    """{file name: hex digest} from the lines of a SHA256SUMS file."""
+    pairs = (line.split() for line in text.splitlines() if line.strip())
+    return {name.lstrip("*"): digest for digest, name in pairs}
 
 
 def _idx_bytes(array, magic_type=0x08):
@@ -44,6 +57,14 @@ def test_bundled_mnist_is_byte_identical_to_canonical(mnist):
     for key, array in arrays.items():
         raw = _idx_bytes(array)
         assert hashlib.md5(raw).hexdigest() == CANONICAL_MD5[key], key
+
+
+def test_bundled_files_match_their_sha256sums():
+    directory = _bundled_dir()
+    sums = _sha256sums((directory / "SHA256SUMS").read_text())
+    assert set(sums) == {stem + ".gz" for stem in MNIST_FILES.values()}
+    for name, digest in sums.items():
+        assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == digest, name
 
 
 def _write_dir(tmp_path, arrays, compress):
@@ -72,11 +93,17 @@ def test_load_from_directory(tmp_path, compress):
 
 
 def test_load_from_shared_copy():
+    """An extra where the project's shared/ directory lies beside the checkout:
+    its copy loads, and its files are the bundled ones byte for byte."""
     shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "mnist")
     if not os.path.isdir(shared):
         pytest.skip("shared/ is not beside this checkout")
     (x, y), _ = load_mnist(shared)
     assert x.shape == (60000, 28, 28)
+    bundled = _sha256sums((_bundled_dir() / "SHA256SUMS").read_text())
+    for name, digest in bundled.items():
+        with open(os.path.join(shared, name), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == digest, name
 
 
 def _corrupt(tmp_path, key, data):

@@ -1,7 +1,7 @@
 """Float64 NumPy reference implementations of every update rule and of the
 softmax cross-entropy (the oracle).
 
-Written from ``shared/reference/optimizer-semantics.md`` in the frameworks'
+Written from ``docs/semantics.md`` in the frameworks'
 own terms (not in the folded scalars the kernels use), so that a mistake in
 how fastopt maps a rule onto its kernels shows up as a mismatch.  Every
 function takes and returns float64 arrays and never modifies its inputs.
