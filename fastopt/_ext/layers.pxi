@@ -3,6 +3,7 @@
 # The matrix products go to BLAS (numpy.matmul into preallocated buffers);
 # these kernels do everything around them in one pass each, in place.
 
+from libc.math cimport expf, tanhf, INFINITY
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm
 

@@ -5,7 +5,7 @@
 # respect to that output.  For reduction='none' the gradient is that of the
 # sum of the unreduced losses.
 
-from libc.math cimport exp, expf, fabs, log, log1p, logf, log1pf, INFINITY
+from libc.math cimport expf, fabs, log, log1p
 
 cdef enum Reduction:
     RED_MEAN
