@@ -1,7 +1,8 @@
 # Argument checks of the compiled kernels (included into kernels.pyx): the
 # one home of each check.  Every message names the argument and what was
-# expected.  A rejected call has written nothing: every kernel checks all
-# its arguments first.
+# expected; a wrong type raises TypeError, a wrong value ValueError (the
+# policy of fastopt/_validate.py, the Python side's checks).  A rejected call
+# has written nothing: every kernel checks all its arguments first.
 
 from libc.math cimport isfinite
 from libc.stdint cimport uintptr_t
@@ -68,12 +69,32 @@ cdef long long _step(object value, str name) except -1:
     return value
 
 
+cdef int _choice(object value, str name, tuple choices, str expected=None) except -1:
+    """The index of ``value`` in ``choices`` (strings), else the error of
+    :func:`_not_one_of`."""
+    cdef Py_ssize_t i
+    if isinstance(value, str):
+        for i in range(len(choices)):
+            if <str>value == <str>choices[i]:
+                return i
+    raise _not_one_of(value, name, choices, expected)
+
+
+cdef object _not_one_of(object value, str name, tuple choices, str expected=None):
+    """The error for ``value`` not in ``choices``: TypeError if it is not a
+    string, ValueError if it is another one.  ``expected`` says what is
+    accepted (by default the choices, as in "'a', 'b' or 'c'")."""
+    cdef Py_ssize_t last = len(choices) - 1
+    if expected is None:
+        expected = " or ".join(filter(None, (", ".join(map(repr, choices[:last])),
+                                             repr(choices[last]))))
+    return (ValueError if isinstance(value, str) else TypeError)(
+        f"{name} must be {expected}, got {value!r}")
+
+
 cdef bint _keras(object convention) except -1:
-    if convention == "torch":
-        return False
-    if convention == "keras":
-        return True
-    raise ValueError(f"convention must be 'torch' or 'keras', got {convention!r}")
+    """True for ``convention='keras'``, False for 'torch'."""
+    return _choice(convention, "convention", ("torch", "keras")) == 1
 
 
 cdef cnp.ndarray _array(object a, str name, bint writable):

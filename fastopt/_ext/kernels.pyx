@@ -117,9 +117,12 @@ def set_simd_level(name):
     """Run the kernels with the named variant ('baseline', 'avx2', 'avx512f').
 
     For testing and benchmarking: results are bit-identical across levels.
-    Raises ValueError for a level that was not built or that the CPU lacks.
+    Raises ValueError for a level that was not built or that the CPU lacks,
+    TypeError if ``name`` is not a string.
     """
     cdef int i
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str naming a SIMD level, got {_show(name)}")
     for i in range(fo_n_simd()):
         if fo_simd_name(i).decode() == name:
             if fo_select_simd(i) != 0:
