@@ -13,6 +13,7 @@ NaN/inf semantics and could switch off subnormals for the whole process.
 ``-ffp-contract=off`` keeps results bit-identical across the SIMD variants.
 """
 import glob
+import importlib.util
 import os
 import shlex
 
@@ -65,11 +66,24 @@ def _c_string(text):
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _generate_update_kernels():
+    """Expand fastopt/_ext/updates.pxi.tp into updates.pxi (the update
+    kernels, from the tables of fastopt/_ext/update_rules.py)."""
+    spec = importlib.util.spec_from_file_location("update_rules",
+                                                  "fastopt/_ext/update_rules.py")
+    rules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rules)
+    rules.expand("fastopt/_ext/updates.pxi.tp", "fastopt/_ext/updates.pxi")
+
+
+_generate_update_kernels()
+
 extension = Extension(
     "fastopt._kernels",
     sources=["fastopt/_ext/kernels.pyx"],
     include_dirs=[np.get_include(), "fastopt/_ext"],
-    depends=glob.glob("fastopt/_ext/*.h") + glob.glob("fastopt/_ext/*.pxi"),
+    depends=(glob.glob("fastopt/_ext/*.h") + glob.glob("fastopt/_ext/*.pxi")
+             + ["fastopt/_ext/updates.pxi.tp", "fastopt/_ext/update_rules.py"]),
     define_macros=[
         ("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION"),
         ("FO_BUILD_CYTHON", _c_string(Cython.__version__)),

@@ -82,3 +82,17 @@ def test_type_stubs_cover_every_public_name_of_the_extension():
                 continue
             real = [p for p in real if p not in ("args", "kwargs")]
             assert stub_params == real, name
+
+
+def test_update_kernel_stubs_are_generated_from_the_rule_tables():
+    """The update kernels' part of _kernels.pyi is what the tables that also
+    generate their defs (fastopt/_ext/update_rules.py) give: a parameter
+    added to a table cannot be missing from the stub."""
+    import importlib.util
+
+    source = Path(__file__).resolve().parents[1] / "fastopt" / "_ext" / "update_rules.py"
+    spec = importlib.util.spec_from_file_location("update_rules", source)
+    rules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rules)
+    stub = (Path(_kernels.__file__).parent / "_kernels.pyi").read_text()
+    assert rules.stub_text() in stub

@@ -219,3 +219,32 @@ def test_lr_is_required_for_sgd():
     p, g = np.ones(N, np.float32), np.ones(N, np.float32)
     with pytest.raises(TypeError, match="lr"):
         fastopt.sgd_(p, g)
+
+
+CHOICE_CASES = [
+    # a string argument that names one of a few choices: TypeError for a
+    # value that is not a string, ValueError for a string that names none
+    (lambda v: _call("adam_", convention=v), "convention must be 'torch' or 'keras'"),
+    (lambda v: fastopt.mean_squared_error(np.zeros(2, np.float32), np.zeros(2, np.float32),
+                                          reduction=v),
+     "reduction must be 'mean', 'sum' or 'none'"),
+    (lambda v: fastopt._kernels.bias_activation_(np.zeros((2, 3), np.float32),
+                                                 np.zeros(3, np.float32), v),
+     "activation must be one of"),
+    (lambda v: fastopt._kernels.count_correct(np.zeros((2, 3), np.float32),
+                                              np.zeros((2, 3), np.float32), v),
+     "kind must be 'sparse', 'categorical' or 'binary'"),
+]
+
+
+@pytest.mark.parametrize("call,message", CHOICE_CASES)
+@pytest.mark.parametrize("value,exc", [("nope", ValueError), (None, TypeError),
+                                       (1, TypeError), (["relu"], TypeError)])
+def test_choice_of_the_wrong_type_is_a_type_error(call, message, value, exc):
+    with pytest.raises(exc, match=message):
+        call(value)
+
+
+def test_simd_level_name_must_be_a_string():
+    with pytest.raises(TypeError, match="name must be a str naming a SIMD level"):
+        fastopt._kernels.set_simd_level(2)

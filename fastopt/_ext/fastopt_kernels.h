@@ -59,7 +59,7 @@
 #define FO_NOT_FINITE(x) (!(fabsf(x) <= FLT_MAX)) /* true for nan and +-inf */
 
 /* Below this many elements the kernels run on the calling thread: waking an
- * idle OpenMP team costs tens of microseconds, more than the whole update. */
+ * idle OpenMP team costs more than the whole update. */
 #ifndef FO_PARALLEL_MIN
 #define FO_PARALLEL_MIN 262144
 #endif
@@ -70,13 +70,11 @@ typedef int (*fo_kernel_fn)(const void *args, ptrdiff_t lo, ptrdiff_t hi);
  * their buffers in blocks of FO_BLOCK elements and, before each block, ask
  * for the lines FO_PREFETCH_AHEAD elements further on in every buffer they
  * read (FO_BLOCKED).  The hardware prefetchers keep only so many streams
- * going: on this project's machine (Xeon, 2 cores) asking ahead made Adam,
- * AMSGrad, Adagrad and RMSprop steps 5-15% faster on 1M elements (buffers
- * in L3) and on 16M (DRAM), one thread or two, and SGD with or without
- * momentum 0-7%.  On 16K and 71K elements (L2) it made SGD up to 25% slower,
- * hence the threshold.  Asking for more lines at once (blocks of 256 or 512
- * elements) was slower.  A prefetch never changes a result, and none
- * reaches outside [lo, hi). */
+ * going, so asking ahead speeds up the rules that walk many buffers once
+ * these no longer fit in L2 (in L3 or DRAM); on buffers that fit in L2 it
+ * slows SGD down, hence the threshold.  Asking for more lines at once
+ * (longer blocks) was slower.  The measurements are in BENCHMARKS.md.  A
+ * prefetch never changes a result, and none reaches outside [lo, hi). */
 #ifndef FO_PREFETCH_AHEAD
 #define FO_PREFETCH_AHEAD 512 /* elements: 2 KiB, 32 lines, per buffer */
 #endif
@@ -430,7 +428,7 @@ typedef struct {
  * is under 1e-12 relative, so the result is the correctly rounded float
  * except within 1e-12 of a half-way point: checked against (float)exp(x)
  * over all 1,120,927,745 floats in [-104, 0], 19 differ, by 1 ulp.  (Degree
- * 7 was ~10% faster and 586,157 differed.)  Only IEEE +, *, conversions and
+ * 7 was faster, but 586,157 differed.)  Only IEEE +, *, conversions and
  * integer operations on the bits: every SIMD variant gives the same bits.
  * x < -104 gives 0 (e^-104 is below half the smallest subnormal float).  The
  * clamp and the nan test are done on the bits with unsigned min and integer
@@ -512,7 +510,7 @@ FO_INLINE int fo_xent_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
     ptrdiff_t R = FO_XENT_BLOCK / C;
     R = R < 1 ? 1 : (R > FO_XENT_ROWS ? FO_XENT_ROWS : R);
     /* whole 16-row vectors: a block's leftover rows would run the scalar
-     * remainder of every column loop (12 of 204 rows cost 11% at C = 10) */
+     * remainder of every column loop */
     R = R >= 16 ? R & ~(ptrdiff_t)15 : R;
     const long long *restrict Y = a->label;
     const float *restrict T = a->target;
@@ -706,7 +704,7 @@ static int fo_n_simd(void) { return FO_N_TABLES; }
 
 /* ------------------------------------------------------------------------ */
 /* Subnormal flushing around a kernel: the moment buffers decay towards
- * subnormals, which are ~100x slower on x86.  FTZ|DAZ are restored after. */
+ * subnormals, which are far slower on x86.  FTZ|DAZ are restored after. */
 
 static int fo_flush_subnormals = 1;
 

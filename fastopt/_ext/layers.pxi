@@ -3,6 +3,7 @@
 # The matrix products go to BLAS (numpy.matmul into preallocated buffers);
 # these kernels do everything around them in one pass each, in place.
 
+from libc.math cimport expf, tanhf, INFINITY
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm
 
@@ -15,14 +16,13 @@ cdef enum Activation:
 
 _ACTIVATIONS = {"linear": ACT_LINEAR, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID,
                 "tanh": ACT_TANH, "softmax": ACT_SOFTMAX}
+_ACTIVATION_NAMES = tuple(_ACTIVATIONS)
+_ACTIVATIONS_EXPECTED = f"one of {sorted(_ACTIVATIONS)}"
 
 
 cdef Activation _activation(object name) except *:
-    try:
-        return _ACTIVATIONS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, "
-                         f"got {name!r}") from None
+    cdef int i = _choice(name, "activation", _ACTIVATION_NAMES, _ACTIVATIONS_EXPECTED)
+    return _ACTIVATIONS[_ACTIVATION_NAMES[i]]
 
 
 cdef enum:
@@ -266,7 +266,7 @@ def count_correct(outputs, targets, kind, *, from_logits=False):
         with nogil:
             correct = _correct_categorical(O, <const float *>cnp.PyArray_DATA(t), N, C)
         return correct
-    raise ValueError(f"kind must be 'sparse', 'categorical' or 'binary', got {kind!r}")
+    raise _not_one_of(kind, "kind", ("sparse", "categorical", "binary"))
 
 
 def gemm_(a, b, out, *, trans_a=False, trans_b=False):

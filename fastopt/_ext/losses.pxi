@@ -5,7 +5,7 @@
 # respect to that output.  For reduction='none' the gradient is that of the
 # sum of the unreduced losses.
 
-from libc.math cimport exp, expf, fabs, log, log1p, logf, log1pf, INFINITY
+from libc.math cimport expf, fabs, log, log1p
 
 cdef enum Reduction:
     RED_MEAN
@@ -14,13 +14,7 @@ cdef enum Reduction:
 
 
 cdef Reduction _reduction(object reduction) except *:
-    if reduction == "mean":
-        return RED_MEAN
-    if reduction == "sum":
-        return RED_SUM
-    if reduction == "none":
-        return RED_NONE
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return <Reduction>_choice(reduction, "reduction", ("mean", "sum", "none"))
 
 
 cdef cnp.ndarray _grad_out(object grad, str name, object shape, tuple others, tuple names):

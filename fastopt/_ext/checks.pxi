@@ -1,0 +1,181 @@
+# Argument checks of the compiled kernels (included into kernels.pyx): the
+# one home of each check.  Every message names the argument and what was
+# expected; a wrong type raises TypeError, a wrong value ValueError (the
+# policy of fastopt/_validate.py, the Python side's checks).  A rejected call
+# has written nothing: every kernel checks all its arguments first.
+
+from libc.math cimport isfinite
+from libc.stdint cimport uintptr_t
+
+_REAL_TYPES = (float, int, np.floating, np.integer)
+_INT_TYPES = (int, np.integer)
+_BOOL_TYPES = (bool, np.bool_)
+
+
+cdef str _show(object value):
+    """A short description of a rejected value for error messages."""
+    if isinstance(value, _REAL_TYPES) or value is None:
+        return repr(value)
+    return f"an object of type {type(value).__name__}"
+
+
+cdef double _real(object value, str name) except? -1.0:
+    """``value`` as a double; TypeError naming ``name`` if it is not a real number."""
+    if type(value) is float:
+        return <double>value
+    if value is None or isinstance(value, _BOOL_TYPES) or not isinstance(value, _REAL_TYPES):
+        raise TypeError(f"{name} must be a real number, got {_show(value)}")
+    return float(value)
+
+
+cdef double _finite(object value, str name) except? -1.0:
+    cdef double v = _real(value, name)
+    if not isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+cdef double _nonneg(object value, str name) except? -1.0:
+    cdef double v = _real(value, name)
+    if not (isfinite(v) and v >= 0.0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+cdef double _unit(object value, str name, bint closed) except? -1.0:
+    """A number in [0, 1) (or [0, 1] when ``closed``)."""
+    cdef double v = _real(value, name)
+    if not (v >= 0.0 and (v <= 1.0 if closed else v < 1.0)):
+        raise ValueError(f"{name} must be in [0, 1{']' if closed else ')'}, got {value!r}")
+    return v
+
+
+cdef bint _flag(object value, str name) except -1:
+    if type(value) is bool:
+        return value is True
+    if isinstance(value, np.bool_):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {_show(value)}")
+
+
+cdef long long _step(object value, str name) except -1:
+    if type(value) is not int and (isinstance(value, _BOOL_TYPES)
+                                   or not isinstance(value, _INT_TYPES)):
+        raise TypeError(f"{name} must be an int (the 1-based step count), got {_show(value)}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1 (the 1-based step count), got {value!r}")
+    if value > 2**62:
+        raise ValueError(f"{name} is too large, got {value!r}")
+    return value
+
+
+cdef int _choice(object value, str name, tuple choices, str expected=None) except -1:
+    """The index of ``value`` in ``choices`` (strings), else the error of
+    :func:`_not_one_of`."""
+    cdef Py_ssize_t i
+    if isinstance(value, str):
+        for i in range(len(choices)):
+            if <str>value == <str>choices[i]:
+                return i
+    raise _not_one_of(value, name, choices, expected)
+
+
+cdef object _not_one_of(object value, str name, tuple choices, str expected=None):
+    """The error for ``value`` not in ``choices``: TypeError if it is not a
+    string, ValueError if it is another one.  ``expected`` says what is
+    accepted (by default the choices, as in "'a', 'b' or 'c'")."""
+    cdef Py_ssize_t last = len(choices) - 1
+    if expected is None:
+        expected = " or ".join(filter(None, (", ".join(map(repr, choices[:last])),
+                                             repr(choices[last]))))
+    return (ValueError if isinstance(value, str) else TypeError)(
+        f"{name} must be {expected}, got {value!r}")
+
+
+cdef bint _keras(object convention) except -1:
+    """True for ``convention='keras'``, False for 'torch'."""
+    return _choice(convention, "convention", ("torch", "keras")) == 1
+
+
+cdef cnp.ndarray _array(object a, str name, bint writable):
+    """``a`` checked as a float32, C-contiguous, aligned (writable) ndarray."""
+    if a is None:
+        raise TypeError(f"{name} must be a float32 numpy.ndarray, got None")
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"{name} must be a float32 numpy.ndarray, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32:
+        raise TypeError(f"{name} must have dtype float32, got {(<object>arr).dtype}")
+    if not cnp.PyArray_ISNOTSWAPPED(arr):
+        raise TypeError(f"{name} must be float32 in native byte order, got dtype {(<object>arr).dtype.str!r}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        why = ("an in-place update cannot write through a strided view" if writable else
+               "the kernels read it as one block; np.ascontiguousarray makes a copy")
+        raise ValueError(f"{name} must be C-contiguous ({why}); got an array with strides "
+                         f"{(<object>arr).strides}")
+    if not cnp.PyArray_ISALIGNED(arr):
+        raise ValueError(f"{name} must be aligned to 4 bytes")
+    if writable and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{name} is read-only; it is updated in place and must be writable")
+    return arr
+
+
+cdef bint _is_int64_vector(object a):
+    """A 1-D, C-contiguous, aligned, native-order int64 ndarray."""
+    if not cnp.PyArray_Check(a):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == cnp.NPY_INT64 and cnp.PyArray_NDIM(arr) == 1
+            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
+            and cnp.PyArray_ISNOTSWAPPED(arr))
+
+
+cdef bint _unchanged(cnp.ndarray a, const void *data, Py_ssize_t size, bint writable):
+    """True if ``a`` is still the native float32, C-contiguous (writable)
+    memory at ``data`` of ``size`` elements, as when it was checked."""
+    return (cnp.PyArray_DATA(a) == data and cnp.PyArray_SIZE(a) == size
+            and cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 and cnp.PyArray_ISNOTSWAPPED(a)
+            and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and (not writable or cnp.PyArray_ISWRITEABLE(a)))
+
+
+cdef cnp.ndarray _state(object a, str name, Py_ssize_t n):
+    """A writable state buffer with as many elements as ``param``."""
+    cdef cnp.ndarray arr = _array(a, name, True)
+    if cnp.PyArray_SIZE(arr) != n:
+        raise ValueError(f"{name} has {cnp.PyArray_SIZE(arr)} elements, but param has {n}; "
+                         f"every buffer must have as many elements as param")
+    return arr
+
+
+cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
+    """True if the memory of ``a`` and ``b`` intersects."""
+    cdef uintptr_t lo_a = <uintptr_t>cnp.PyArray_DATA(a)
+    cdef uintptr_t lo_b = <uintptr_t>cnp.PyArray_DATA(b)
+    return (lo_a < lo_b + <uintptr_t>cnp.PyArray_NBYTES(b)
+            and lo_b < lo_a + <uintptr_t>cnp.PyArray_NBYTES(a))
+
+
+cdef object _sharing(str first, str second):
+    """The error for two buffers of one update whose memory intersects."""
+    return ValueError(f"{first} and {second} share memory; every buffer of one update "
+                      f"must be a separate array")
+
+
+cdef int _disjoint(tuple arrays, tuple names) except -1:
+    """ValueError if any two of the (non-None) arrays share memory."""
+    cdef Py_ssize_t i, j, k = len(arrays)
+    for i in range(k):
+        if arrays[i] is None:
+            continue
+        for j in range(i + 1, k):
+            if arrays[j] is not None and _overlap(arrays[i], arrays[j]):
+                raise _sharing(names[i], names[j])
+    return 0
+
+
+
+
+cdef inline float *_f32(cnp.ndarray a):
+    """The data of a checked float32 array (NULL for None)."""
+    return <float *>cnp.PyArray_DATA(a) if a is not None else NULL

@@ -1,0 +1,395 @@
+"""The update kernels' arguments, declared once: one table per rule.
+
+``setup.py`` expands ``updates.pxi.tp`` with these tables (Cython's Tempita,
+as scikit-learn builds ``sklearn/_loss/_loss.pyx``) into ``updates.pxi``:
+each kernel's ``def``, the checks that fill its C argument struct, the
+struct's Cython declaration, and ``bind``'s dispatch.  :func:`stub_text`
+gives the kernels' part of ``fastopt/_kernels.pyi`` (a test compares the
+committed stub with it).  A build input only: not installed with fastopt.
+
+Adding a hyperparameter to a rule touches its C body and struct in
+``fastopt_kernels.h``, one ``Arg`` here (and its place in ``checks``), and
+the docstring below.
+"""
+from pathlib import Path
+from typing import NamedTuple
+
+REQUIRED = None  # the default of an argument that has none
+
+# How a hyperparameter is checked: the type of its checked value (a member
+# of the rule's hyperparameter struct), the check (see checks.pxi), and its
+# type in the stub.
+CHECKS = {
+    "nonneg": ("double", '_nonneg({arg}, "{arg}")', "_Real"),
+    "finite": ("double", '_finite({arg}, "{arg}")', "_Real"),
+    "unit_open": ("double", '_unit({arg}, "{arg}", False)', "_Real"),
+    "unit_closed": ("double", '_unit({arg}, "{arg}", True)', "_Real"),
+    "flag": ("bint", '_flag({arg}, "{arg}")', "_Bool"),
+    "step": ("long long", '_step({arg}, "{arg}")', "int"),
+    "convention": ("bint", "_keras({arg})", "_Convention"),
+}
+BUFFERS = ("param", "grad", "state")  # param: written; grad: read; state: written
+
+
+class Arg(NamedTuple):
+    """One parameter of a kernel, in signature order.
+
+    ``check``: a key of CHECKS, or a buffer kind (BUFFERS).  ``field``: the
+    member of the C argument struct it is copied to unchanged (None when
+    the rule's fill function derives members from it, or for the members
+    every rule has: see updates.pxi.tp).  ``when``: for an optional state
+    buffer, the C condition on the checked hyperparameters ``h`` under which
+    it is required, and how the message says it.
+    """
+    name: str
+    default: str | None
+    check: str
+    field: str | None = None
+    when: tuple[str, str] | None = None
+
+    @property
+    def is_buffer(self):
+        return self.check in BUFFERS
+
+    @property
+    def member(self):
+        """Its member in the struct of checked hyperparameters."""
+        return "keras" if self.check == "convention" else self.name
+
+
+KEYWORD_ONLY = Arg("*", None, "*")
+
+
+class Rule(NamedTuple):
+    """One update rule of fastopt_kernels.h: ``fo_<name>_args`` and
+    ``fo_active.<name>``.  ``checks``: the hyperparameters in the order they
+    are checked, which decides the error a call with two defects gets (the
+    buffers come after them, in signature order).  ``derived``: the
+    struct's members that ``_<name>_fill`` and ``_<name>_at_step`` compute.
+    ``extra``: a check across hyperparameters, run after theirs."""
+    name: str
+    args: list[Arg]
+    checks: str
+    derived: tuple[str, ...]
+    extra: str | None = None
+
+    @property
+    def hyper(self):
+        """The hyperparameters, in the order they are checked."""
+        by_name = {a.name: a for a in self.args}
+        return [by_name[name] for name in self.checks.split()]
+
+    @property
+    def buffers(self):
+        return [a for a in self.args if a.is_buffer]
+
+    @property
+    def step_required(self):
+        """Whether a call must give ``step`` (it has no default)."""
+        return any(a.name == "step" and a.default is REQUIRED for a in self.args)
+
+    @property
+    def has_step(self):
+        return any(a.name == "step" for a in self.args)
+
+    @property
+    def params(self):
+        """The argument names of the rule's C-level entry, in signature order."""
+        return [a.name for a in self.args if a.name != "*"]
+
+    @property
+    def fields(self):
+        """Members copied unchanged, as (C declaration, Arg)."""
+        c_type = {"param": "float *", "grad": "const float *", "state": "float *",
+                  "double": "float ", "bint": "int "}
+        return [(c_type.get(a.check) or c_type[CHECKS[a.check][0]], a)
+                for a in self.args if a.field]
+
+
+class Kernel(NamedTuple):
+    """A public kernel: a rule's arguments, some of them fixed or with
+    other defaults (adamw_ is adam_ with decoupled weight decay)."""
+    name: str
+    rule: Rule
+    doc: str
+    fixed: dict[str, str] = {}
+    defaults: dict[str, str] = {}
+
+    @property
+    def args(self):
+        return [a._replace(default=self.defaults.get(a.name, a.default))
+                for a in self.rule.args if a.name not in self.fixed]
+
+    def call(self, value="{}"):
+        """The arguments this kernel passes to its rule's checks, each
+        argument's name formatted into ``value`` unless it is fixed."""
+        return ", ".join(self.fixed.get(name) or value.format(name)
+                         for name in self.rule.params)
+
+
+COMMON_TAIL = [  # the last arguments of every kernel, in this order
+    Arg("grad_scale", "1.0", "finite"),
+    Arg("skip_nonfinite", "False", "flag"),
+    Arg("convention", '"torch"', "convention"),
+]
+PARAM = Arg("param", REQUIRED, "param", "p")
+GRAD = Arg("grad", REQUIRED, "grad", "g")
+MAXIMIZE = Arg("maximize", "False", "flag")
+DECOUPLED = Arg("decoupled_weight_decay", "False", "flag")
+WEIGHT_DECAY = Arg("weight_decay", "0.0", "nonneg")
+MOMENTUM = Arg("momentum", "0.0", "nonneg", "mu")
+MOMENTUM_BUF = Arg("momentum_buf", "None", "state", "buf",
+                   when=("h.momentum != 0.0", "momentum != 0"))
+
+SGD = Rule(
+    "sgd",
+    [PARAM, GRAD, MOMENTUM_BUF,
+     KEYWORD_ONLY,
+     Arg("lr", REQUIRED, "nonneg"),
+     MOMENTUM,
+     Arg("dampening", "0.0", "unit_closed"),
+     Arg("nesterov", "False", "flag", "nesterov"),
+     WEIGHT_DECAY,
+     MAXIMIZE,
+     Arg("step", "1", "step"),
+     DECOUPLED, *COMMON_TAIL],
+    checks="convention lr momentum dampening weight_decay nesterov maximize grad_scale "
+           "skip_nonfinite decoupled_weight_decay step",
+    derived=("float c, nd, s", "int first"),
+    extra="_sgd_nesterov(&h, momentum, dampening)",
+)
+
+ADAGRAD = Rule(
+    "adagrad",
+    [PARAM, GRAD, Arg("state_sum", REQUIRED, "state", "sum"),
+     KEYWORD_ONLY,
+     Arg("step", REQUIRED, "step"),
+     Arg("lr", "1e-2", "nonneg"),
+     Arg("lr_decay", "0.0", "nonneg"),
+     WEIGHT_DECAY,
+     Arg("eps", "1e-10", "nonneg", "eps"),
+     MAXIMIZE, DECOUPLED, *COMMON_TAIL],
+    checks="convention step lr lr_decay weight_decay eps maximize grad_scale skip_nonfinite "
+           "decoupled_weight_decay",
+    derived=("float neg_clr", "int eps_inside"),
+)
+
+RMSPROP = Rule(
+    "rmsprop",
+    [PARAM, GRAD, Arg("square_avg", REQUIRED, "state", "sq"),
+     KEYWORD_ONLY,
+     Arg("lr", "1e-2", "nonneg"),
+     Arg("alpha", "0.99", "unit_closed", "alpha"),
+     Arg("eps", "1e-8", "nonneg", "eps"),
+     WEIGHT_DECAY,
+     MOMENTUM,
+     MOMENTUM_BUF,
+     Arg("centered", "False", "flag"),
+     Arg("grad_avg", "None", "state", "gavg", ("h.centered", "centered=True")),
+     MAXIMIZE, DECOUPLED, *COMMON_TAIL],
+    checks="convention lr alpha eps weight_decay momentum centered maximize grad_scale "
+           "skip_nonfinite decoupled_weight_decay",
+    derived=("float one_m_alpha, c, s", "int eps_inside"),
+)
+
+ADAM = Rule(
+    "adam",
+    [PARAM, GRAD, Arg("exp_avg", REQUIRED, "state", "m"),
+     Arg("exp_avg_sq", REQUIRED, "state", "v"),
+     KEYWORD_ONLY,
+     Arg("step", REQUIRED, "step"),
+     Arg("lr", "1e-3", "nonneg"),
+     Arg("beta1", "0.9", "unit_open"),
+     Arg("beta2", "0.999", "unit_open", "beta2"),
+     Arg("eps", "1e-8", "nonneg", "eps"),
+     WEIGHT_DECAY,
+     DECOUPLED,
+     Arg("amsgrad", "False", "flag"),
+     Arg("max_exp_avg_sq", "None", "state", "vmax", ("h.amsgrad", "amsgrad=True")),
+     MAXIMIZE, *COMMON_TAIL],
+    checks="convention step lr beta1 beta2 eps weight_decay decoupled_weight_decay amsgrad "
+           "maximize grad_scale skip_nonfinite",
+    derived=("float one_m_beta1, one_m_beta2, dscale, neg_step",),
+)
+
+RULES = [SGD, ADAGRAD, RMSPROP, ADAM]
+
+SGD_DOC = """\
+SGD step, in place: ``param`` (and ``momentum_buf``) are updated.
+
+All arrays are float32, C-contiguous, with the same number of elements.
+
+PyTorch rule (``convention='torch'``, ``torch.optim.SGD``)::
+
+    g = -grad if maximize else grad
+    g = g + weight_decay * param                        (L2 decay)
+    if momentum != 0:
+        buf = g                              if step == 1
+        buf = momentum * buf + (1 - dampening) * g       otherwise
+        g   = g + momentum * buf if nesterov else buf
+    param = param - lr * g
+
+Keras rule (``convention='keras'``, ``keras.optimizers.SGD``): the
+buffer is Keras' velocity, which carries the learning rate; it must
+start at zero and ``step`` and ``dampening`` are not used::
+
+    buf   = momentum * buf - lr * g
+    param = param + buf                                 (plain)
+    param = param + momentum * buf - lr * g             (nesterov)
+
+``decoupled_weight_decay=True`` replaces the L2 term by
+``param = param * (1 - lr * weight_decay)`` before the update (Keras'
+``weight_decay``).  ``momentum_buf`` is required when ``momentum != 0``
+and left untouched when ``momentum == 0``.  ``nesterov`` needs
+``momentum > 0`` and ``dampening == 0``.
+"""
+
+ADAGRAD_DOC = """\
+Adagrad step, in place: ``param`` and ``state_sum`` are updated.
+
+PyTorch rule (``convention='torch'``, ``torch.optim.Adagrad``)::
+
+    g     = -grad if maximize else grad
+    g     = g + weight_decay * param                    (L2 decay)
+    clr   = lr / (1 + (step - 1) * lr_decay)
+    state_sum = state_sum + g * g
+    param = param - clr * g / (sqrt(state_sum) + eps)
+
+Keras rule (``convention='keras'``, ``keras.optimizers.Adagrad``): eps
+inside the root, ``param - lr * g / sqrt(state_sum + eps)``; the Keras
+class starts ``state_sum`` at ``initial_accumulator_value`` (0.1).
+
+``decoupled_weight_decay=True`` replaces the L2 term by
+``param = param * (1 - lr * weight_decay)`` before the update.
+"""
+
+RMSPROP_DOC = """\
+RMSprop step, in place: ``param`` and the state buffers are updated.
+
+PyTorch rule (``convention='torch'``, ``torch.optim.RMSprop``)::
+
+    g = -grad if maximize else grad
+    g = g + weight_decay * param                        (L2 decay)
+    square_avg = alpha * square_avg + (1 - alpha) * g * g
+    if centered:
+        grad_avg = grad_avg + (1 - alpha) * (g - grad_avg)
+        d = sqrt(square_avg - grad_avg**2) + eps
+    else:
+        d = sqrt(square_avg) + eps
+    if momentum != 0:
+        momentum_buf = momentum * momentum_buf + g / d
+        param = param - lr * momentum_buf
+    else:
+        param = param - lr * g / d
+
+Keras rule (``convention='keras'``, ``keras.optimizers.RMSprop`` with
+``rho = alpha``): eps inside the root (``d = sqrt(... + eps)``), and the
+momentum buffer carries the learning rate:
+``momentum_buf = momentum * momentum_buf + lr * g / d``,
+``param = param - momentum_buf``.
+
+``momentum_buf`` is required when ``momentum != 0``, ``grad_avg`` when
+``centered``.  ``decoupled_weight_decay=True`` replaces the L2 term by
+``param = param * (1 - lr * weight_decay)`` before the update.
+"""
+
+ADAM_DOC = """\
+Adam step, in place: ``param``, ``exp_avg``, ``exp_avg_sq`` (and
+``max_exp_avg_sq``) are updated.  ``step`` is the 1-based step count.
+
+PyTorch rule (``convention='torch'``, ``torch.optim.Adam``)::
+
+    g = -grad if maximize else grad
+    if decoupled_weight_decay: param = param * (1 - lr * weight_decay)
+    else:                      g = g + weight_decay * param
+    exp_avg    = exp_avg + (1 - beta1) * (g - exp_avg)
+    exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    bc1 = 1 - beta1**step;  bc2 = 1 - beta2**step       (in double)
+    v = max(max_exp_avg_sq, exp_avg_sq) if amsgrad else exp_avg_sq
+    (amsgrad stores that maximum back into max_exp_avg_sq)
+    param = param - (lr / bc1) * exp_avg / (sqrt(v) / sqrt(bc2) + eps)
+
+Keras rule (``convention='keras'``, ``keras.optimizers.Adam``): eps is
+added before bias correction,
+``param = param - lr * sqrt(bc2) / bc1 * exp_avg / (sqrt(v) + eps)``;
+use it with Keras' ``eps=1e-7``.
+"""
+
+ADAMW_DOC = """\
+AdamW step (``torch.optim.AdamW``): :func:`adam_` with decoupled weight
+decay, ``param = param * (1 - lr * weight_decay)`` before the Adam update,
+and ``weight_decay=1e-2`` by default.  Same arguments as :func:`adam_`.
+"""
+
+KERNELS = [
+    Kernel("sgd_", SGD, SGD_DOC),
+    Kernel("adagrad_", ADAGRAD, ADAGRAD_DOC),
+    Kernel("rmsprop_", RMSPROP, RMSPROP_DOC),
+    Kernel("adam_", ADAM, ADAM_DOC),
+    Kernel("adamw_", ADAM, ADAMW_DOC, fixed={"decoupled_weight_decay": "True"},
+           defaults={"weight_decay": "1e-2"}),
+]
+
+
+# --------------------------------------------------------------------------
+# Rendering.
+
+def _default(arg):
+    return "" if arg.default is REQUIRED else f"={arg.default}"
+
+
+def signature(kernel):
+    """The def's parameter list, as in Python source."""
+    return ", ".join(a.name + _default(a) for a in kernel.args)
+
+
+def docstring(kernel, indent="    "):
+    """The docstring's source text, indented for a def body."""
+    lines = kernel.doc.rstrip("\n").split("\n")
+    body = [lines[0]] + [indent + line if line else "" for line in lines[1:]]
+    return '"""' + "\n".join(body) + ("\n" + indent if len(lines) > 1 else "") + '"""'
+
+
+def check(arg):
+    return CHECKS[arg.check][1].format(arg=arg.name)
+
+
+def c_type(arg):
+    return CHECKS[arg.check][0]
+
+
+def _stub_type(arg):
+    if arg.is_buffer:
+        return "_F32 | None" if arg.default == "None" else "_F32"
+    return CHECKS[arg.check][2]
+
+
+def stub_text():
+    """The stubs of the update kernels, as in fastopt/_kernels.pyi."""
+    out = []
+    for kernel in KERNELS:
+        out.append(f"def {kernel.name}(")
+        for a in kernel.args:
+            if a.name == "*":
+                out.append("    *,")
+            else:
+                default = "" if a.default is REQUIRED else f" = {a.default}"
+                out.append(f"    {a.name}: {_stub_type(a)}{default},")
+        out.append(") -> bool | None: ...")
+    return "\n".join(out) + "\n"
+
+
+def expand(template_path, output_path):
+    """Write ``output_path`` from the Tempita template, only if its text
+    changed (so that an unchanged build does not recompile)."""
+    from Cython import Tempita
+
+    template = Path(template_path)
+    text = Tempita.sub(template.read_text(), RULES=RULES, KERNELS=KERNELS, signature=signature,
+                       docstring=docstring, check=check, c_type=c_type,
+                       template_name=template.name)
+    header = (f"# Generated from {template.name} and update_rules.py by setup.py; "
+              f"do not edit.\n")
+    output = Path(output_path)
+    if not output.exists() or output.read_text() != header + text:
+        output.write_text(header + text)
