@@ -15,6 +15,9 @@ cdef enum Activation:
 
 _ACTIVATIONS = {"linear": ACT_LINEAR, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID,
                 "tanh": ACT_TANH, "softmax": ACT_SOFTMAX}
+# The one list of activation names: the layer kernels, Network and fastopt.MLP
+# (hidden and output layers alike) all accept exactly these.
+ACTIVATIONS = tuple(_ACTIVATIONS)
 
 
 cdef Activation _activation(object name) except *:
