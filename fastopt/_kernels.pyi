@@ -114,8 +114,9 @@ def build_info() -> dict[str, Any]: ...
 # -- losses (loss value and gradient in one pass) ---------------------------
 _Reduction = Literal["mean", "sum", "none"]
 _Activation = Literal["linear", "relu", "sigmoid", "tanh", "softmax"]
+ACTIVATIONS: tuple[_Activation, ...]
 _LossName = Literal["sparse_categorical_crossentropy", "categorical_crossentropy",
-                    "binary_crossentropy", "mse"]
+                    "binary_crossentropy", "mse", "mean_squared_error"]
 
 def softmax_cross_entropy(
     logits: _F32,

@@ -1,9 +1,15 @@
 """Callbacks, non-finite losses, and checkpoints that resume exactly."""
+import json
+import os
+import stat
+
 import numpy as np
 import pytest
 
 from fastopt import MLP, checkpoint, optim, schedules
-from fastopt.callbacks import Callback, EarlyStopping, LearningRateScheduler
+from fastopt.callbacks import Callback, CallbackList, EarlyStopping, History, \
+    LearningRateScheduler
+from fastopt.training import checkpoint as training_checkpoint
 
 
 def _data(n=120, seed=0):
@@ -165,3 +171,73 @@ def test_callbacks_must_be_callbacks():
     x, y = _data()
     with pytest.raises(TypeError, match="callbacks must be fastopt.callbacks.Callback"):
         _model().fit(x, y, callbacks=[print], verbose=0)
+
+
+def _rewrite_meta(src, dst, change):
+    with np.load(src) as data:
+        members = {k: data[k] for k in data.files}
+    meta = json.loads(str(members["meta"]))
+    change(meta)
+    members["meta"] = np.array(json.dumps(meta))
+    np.savez(dst, **members)
+
+
+def test_a_checkpoint_whose_config_disagrees_with_its_parameters_is_refused_first(tmp_path):
+    x, y = _data()
+    path = tmp_path / "ck.npz"
+    _model().fit(x, y, epochs=1, verbose=0, checkpoint=path)
+    _rewrite_meta(path, tmp_path / "huge.npz",
+                  lambda meta: meta["model"].update(layer_sizes=[3_000_000_000, 3]))
+    with pytest.raises(ValueError, match=r"huge\.npz: not a usable fastopt checkpoint \(holds "
+                                         r"83 parameters of float32, the architecture "
+                                         r"\[3000000000, 3\] needs 9000000003"):
+        checkpoint.load(tmp_path / "huge.npz")
+    _rewrite_meta(path, tmp_path / "partial.npz", lambda meta: meta.pop("optimizer"))
+    with pytest.raises(ValueError, match=r"not a usable fastopt checkpoint \(no 'optimizer' "
+                                         r"entry\)"):
+        checkpoint.load(tmp_path / "partial.npz")
+
+
+@pytest.mark.parametrize("bug", [TypeError, KeyError])
+def test_checkpoint_load_lets_programming_errors_through(tmp_path, monkeypatch, bug):
+    x, y = _data()
+    path = tmp_path / "ck.npz"
+    _model().fit(x, y, epochs=1, verbose=0, checkpoint=path)
+
+    def broken(*args):
+        raise bug("a bug, not a bad file")
+
+    monkeypatch.setattr(training_checkpoint, "rebuild_optimizer", broken)
+    with pytest.raises(bug, match="a bug"):
+        checkpoint.load(path)
+
+
+def test_checkpoints_get_the_mode_the_umask_gives(tmp_path):
+    x, y = _data()
+    old = os.umask(0o027)
+    try:
+        _model().fit(x, y, epochs=1, verbose=0, checkpoint=tmp_path / "ck.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "ck.npz").st_mode) == 0o640
+
+
+def test_callback_list_owns_history_and_progress_output(capsys):
+    x, y = _data()
+    model = _model()
+    seen = []
+
+    class Record(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(len(self.model.history.epoch))  # History records first
+
+    callbacks = CallbackList([Record()], add_history=True, add_progbar=True, model=model,
+                             verbose=2, epochs=1, steps=4)
+    assert isinstance(callbacks.history, History) and model.history is callbacks.history
+    callbacks.on_train_begin()
+    callbacks.on_epoch_begin(0)
+    callbacks.on_epoch_end(0, {"loss": 0.5})
+    assert seen == [1] and callbacks.history.history == {"loss": [0.5]}
+    assert capsys.readouterr().out.startswith("Epoch 1/1 - ")
+    with pytest.raises(TypeError, match="callbacks must be"):
+        CallbackList([print])

@@ -1,4 +1,10 @@
 """The MLP trainer: gradients, fit/evaluate/predict semantics, save/load."""
+import io
+import json
+import os
+import stat
+import sys
+
 import numpy as np
 import pytest
 
@@ -304,3 +310,102 @@ def test_categorical_targets_need_one_hot():
     sparse_hist = sparse.fit(x, y, epochs=3, verbose=0)
     assert hist.history == sparse_hist.history  # one-hot targets: the same loss and metric
     np.testing.assert_array_equal(model.params.data, sparse.params.data)
+
+
+# -- progress output (issue #16) -----------------------------------------------------
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("verbose,lines", [(0, 0), (1, 2), (2, 2), ("auto", 2),
+                                           (True, 2), (False, 0)])
+def test_verbose_on_a_redirected_stream_writes_lines_never_bars(capsys, verbose, lines):
+    x, y = _data()
+    model = MLP([6, 8, 3], seed=0)
+    model.compile("adam", metrics=["accuracy"])
+    model.fit(x, y, epochs=2, verbose=verbose)
+    out, err = capsys.readouterr()
+    assert "\r" not in out + err and err == ""
+    assert out.count("\n") == lines
+    if lines:
+        assert out.startswith("Epoch 1/2 - ") and " - loss: " in out and "accuracy: " in out
+
+
+@pytest.mark.parametrize("verbose,bar", [(1, True), ("auto", True), (2, False), (0, False)])
+def test_the_bar_is_drawn_only_on_a_terminal(monkeypatch, capsys, verbose, bar):
+    pytest.importorskip("tqdm")
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    x, y = _data()
+    model = MLP([6, 8, 3], seed=0)
+    model.compile("adam")
+    model.fit(x, y, epochs=1, verbose=verbose)
+    assert ("\r" in terminal.getvalue()) == bar
+    assert capsys.readouterr().out.count("Epoch 1/1 - ") == (verbose != 0)
+
+
+@pytest.mark.parametrize("verbose,exc", [(3, ValueError), (-1, ValueError), ("loud", ValueError),
+                                         (1.0, TypeError), (None, TypeError)])
+def test_bad_verbose(verbose, exc):
+    x, y = _data()
+    model = MLP([6, 8, 3], seed=0)
+    model.compile("adam")
+    with pytest.raises(exc, match="verbose"):
+        model.fit(x, y, verbose=verbose)
+
+
+# -- model files (issue #16) ---------------------------------------------------------
+
+def test_a_loaded_model_evaluates_with_its_compile_loss_and_metrics(tmp_path):
+    x, y = _data()
+    model = MLP([6, 8, 1], output="sigmoid", seed=0)
+    model.compile("adam", loss="binary_crossentropy", metrics=["acc"])
+    model.fit(x, (y == 1).astype(float), epochs=2, verbose=0)
+    model.save(tmp_path / "m.npz")
+    loaded = MLP.load(tmp_path / "m.npz")
+    assert loaded.loss == "binary_crossentropy" and loaded.metrics == ["accuracy"]
+    assert loaded.evaluate(x, y == 1) == model.evaluate(x, y == 1)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    with pytest.raises(RuntimeError, match="no optimizer"):
+        loaded.fit(x, y == 1, verbose=0)
+    loaded.compile("sgd", loss="mse")  # compiling again replaces the saved loss
+    assert loaded.loss == "mse" and loaded.metrics == []
+
+
+def test_a_model_file_without_compile_settings_loads_as_before(tmp_path):
+    model = MLP([6, 8, 3], seed=0)
+    path = tmp_path / "old.npz"
+    np.savez(path, format=np.array("fastopt.MLP/1"),
+             config=np.array(json.dumps(model.get_config())), params=model.params.data)
+    loaded = MLP.load(path)
+    np.testing.assert_array_equal(loaded.params.data, model.params.data)
+    with pytest.raises(RuntimeError, match="not compiled"):
+        loaded.evaluate(*_data())
+
+
+def test_a_config_that_disagrees_with_the_stored_parameters_is_refused_first(tmp_path):
+    path = tmp_path / "huge.npz"
+    config = {"layer_sizes": [3_000_000_000, 2], "activation": "relu", "output": "softmax",
+              "seed": 0, "kernel_initializer": "glorot_uniform"}
+    np.savez(path, format=np.array("fastopt.MLP/1"), config=np.array(json.dumps(config)),
+             params=np.zeros(17, np.float32))
+    with pytest.raises(ValueError, match=r"huge\.npz: .*holds 17 parameters of float32, the "
+                                         r"architecture \[3000000000, 2\] needs 6000000002"):
+        MLP.load(path)
+    config["layer_sizes"] = [6, "x"]
+    np.savez(path, format=np.array("fastopt.MLP/1"), config=np.array(json.dumps(config)),
+             params=np.zeros(17, np.float32))
+    with pytest.raises(ValueError, match=r"huge\.npz: .*invalid model configuration"):
+        MLP.load(path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_saved_models_get_the_mode_the_umask_gives(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        MLP([6, 8, 3], seed=0).save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.npz").st_mode) == 0o666 & ~umask

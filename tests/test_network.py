@@ -324,3 +324,36 @@ def test_any_architecture_and_batch_gives_the_composed_bits(sizes, activation, o
     out = np.empty((n, sizes[-1]), np.float32)
     net.forward(xb, out)
     np.testing.assert_array_equal(out, _composed_outputs(model, xb))
+
+
+# -- one policy ---------------------------------------------------------------------
+
+def test_one_activation_list_for_the_kernels_the_network_and_the_model():
+    z = np.zeros((2, 3), np.float32)
+    for act in K.ACTIVATIONS:
+        K.bias_activation_(z, np.zeros(3, np.float32), act)
+        model = MLP([4, 3, 2], activation=act, output=act, seed=0)  # softmax hidden too
+        model._network(2)
+    for bad in ("gelu", "Softmax"):
+        with pytest.raises(ValueError, match="activation must be one of"):
+            MLP([4, 3, 2], activation=bad)
+        with pytest.raises(ValueError, match="activation must be one of"):
+            K.bias_activation_(z, np.zeros(3, np.float32), bad)
+
+
+def test_every_name_of_the_loss_table_reaches_the_network():
+    from fastopt.training import losses
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((6, SIZES[0])).astype(np.float32)
+    for name, policy in losses.LOSSES.items():
+        output = policy.output or "linear"
+        model = _model("relu", output, name)
+        assert model.loss == policy.name
+        y = _targets(policy.name, 6, SIZES[-1])
+        want = _model("relu", output, policy.name)._network(8).gradients(x, y)
+        assert model._network(8).gradients(x, y) == want
+    model = _model("relu", "softmax", "mse")
+    with pytest.raises(TypeError, match="loss must be None or one of"):
+        K.Network(model.weights, model.biases, model._weight_grads, model._bias_grads, rows=1,
+                  loss=3)

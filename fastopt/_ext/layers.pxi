@@ -16,13 +16,15 @@ cdef enum Activation:
 
 _ACTIVATIONS = {"linear": ACT_LINEAR, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID,
                 "tanh": ACT_TANH, "softmax": ACT_SOFTMAX}
-_ACTIVATION_NAMES = tuple(_ACTIVATIONS)
+# The one list of activation names: the layer kernels, Network and fastopt.MLP
+# (hidden and output layers alike) all accept exactly these.
+ACTIVATIONS = tuple(_ACTIVATIONS)
 _ACTIVATIONS_EXPECTED = f"one of {sorted(_ACTIVATIONS)}"
 
 
 cdef Activation _activation(object name) except *:
-    cdef int i = _choice(name, "activation", _ACTIVATION_NAMES, _ACTIVATIONS_EXPECTED)
-    return _ACTIVATIONS[_ACTIVATION_NAMES[i]]
+    cdef int i = _choice(name, "activation", ACTIVATIONS, _ACTIVATIONS_EXPECTED)
+    return _ACTIVATIONS[ACTIVATIONS[i]]
 
 
 cdef enum:

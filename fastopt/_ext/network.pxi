@@ -7,21 +7,21 @@
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.string cimport memcpy
 
-cdef enum LossKind:
-    LOSS_NONE
-    LOSS_SPARSE_CE
-    LOSS_CATEGORICAL_CE
-    LOSS_BCE
-    LOSS_MSE
+# The loss policy -- which names, the output activation each needs, how the
+# mean divides, how accuracy counts -- is the trainer's table
+# (fastopt.training.losses); this pass receives that table's codes and
+# returns sums and counts.
+cdef enum LossKind:         # losses.SPARSE_CE, CATEGORICAL_CE, BCE, MSE
+    LOSS_NONE = 0
+    LOSS_SPARSE_CE = 1
+    LOSS_CATEGORICAL_CE = 2
+    LOSS_BCE = 3
+    LOSS_MSE = 4
 
-_LOSS_KINDS = {None: LOSS_NONE, "sparse_categorical_crossentropy": LOSS_SPARSE_CE,
-               "categorical_crossentropy": LOSS_CATEGORICAL_CE,
-               "binary_crossentropy": LOSS_BCE, "mse": LOSS_MSE}
-
-# The softmax cross-entropy losses take the logits and need a softmax output;
-# binary cross-entropy takes the logits and needs a sigmoid output.
-_LOSS_OUTPUT = {LOSS_SPARSE_CE: ACT_SOFTMAX, LOSS_CATEGORICAL_CE: ACT_SOFTMAX,
-                LOSS_BCE: ACT_SIGMOID}
+cdef enum AccuracyRule:     # losses.ARGMAX_LABEL, ARGMAX_ONE_HOT, THRESHOLD
+    ACC_ARGMAX_LABEL = 0
+    ACC_ARGMAX_ONE_HOT = 1
+    ACC_THRESHOLD = 2
 
 
 cdef struct _Layer:
@@ -34,12 +34,87 @@ cdef struct _Layer:
     float *d             # (rows, fan_out): d loss / d pre-activation, owned
 
 
-cdef Py_ssize_t _positive_count(object value, str name) except -1:
-    if isinstance(value, _BOOL_TYPES) or not isinstance(value, _INT_TYPES):
-        raise TypeError(f"{name} must be an int, got {_show(value)}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value!r}")
-    return value
+cdef Py_ssize_t _row_count(object rows) except -1:
+    if isinstance(rows, _BOOL_TYPES) or not isinstance(rows, _INT_TYPES):
+        raise TypeError(f"rows must be an int, got {_show(rows)}")
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows!r}")
+    if rows > _BLAS_DIM_MAX:
+        raise ValueError(f"rows must be at most {_BLAS_DIM_MAX} (BLAS takes dimensions "
+                         f"as C ints), got {rows!r}")
+    return rows
+
+
+_LIST_NAMES = ("weights", "biases", "weight_grads", "bias_grads")
+
+
+cdef Py_ssize_t _layer_count(tuple lists) except -1:
+    """The number of layers: every list (weights, biases and their
+    gradients) holds one array per layer."""
+    for name, value in zip(_LIST_NAMES, lists):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{name} must be a list or tuple of float32 arrays, "
+                            f"got {_show(value)}")
+    cdef Py_ssize_t depth = len(lists[0])
+    if depth < 1:
+        raise ValueError("weights must hold at least one layer's matrix")
+    for name, value in zip(_LIST_NAMES, lists):
+        if len(value) != depth:
+            raise ValueError(f"{name} has {len(value)} arrays, weights has {depth}; "
+                             f"every list needs one per layer")
+    return depth
+
+
+cdef object _loss_policy(object loss, object output):
+    """The trainer's table entry for ``loss`` (None for None), checked
+    against the output activation."""
+    if loss is None:
+        return None
+    from fastopt.training import losses
+    policy = losses.get(loss, allow_none=True)
+    losses.check_output(policy, output)
+    return policy
+
+
+cdef tuple _bind_layer(Py_ssize_t k, tuple lists, Py_ssize_t fan_in_expected):
+    """Layer k's (W, b, dW, db), checked against each other and against the
+    previous layer's outputs (``fan_in_expected``, or -1 for the first)."""
+    cdef cnp.ndarray W = _matrix(lists[0][k], f"weights[{k}]", False)
+    cdef Py_ssize_t fan_in = W.shape[0], fan_out = W.shape[1]
+    if fan_in_expected >= 0 and fan_in != fan_in_expected:
+        raise ValueError(f"weights[{k}] has {fan_in} rows, but layer {k - 1} has "
+                         f"{fan_in_expected} outputs")
+    if fan_in < 1 or fan_out < 1:
+        raise ValueError(f"weights[{k}] has shape {(<object>W).shape}; every layer "
+                         f"needs at least one input and one output")
+    cdef cnp.ndarray b = _array(lists[1][k], f"biases[{k}]", False)
+    cdef cnp.ndarray dW = _matrix(lists[2][k], f"weight_grads[{k}]", True)
+    cdef cnp.ndarray db = _array(lists[3][k], f"bias_grads[{k}]", True)
+    if cnp.PyArray_SIZE(b) != fan_out or cnp.PyArray_SIZE(db) != fan_out:
+        raise ValueError(f"biases[{k}] and bias_grads[{k}] must have {fan_out} "
+                         f"elements (the columns of weights[{k}]), got "
+                         f"{cnp.PyArray_SIZE(b)} and {cnp.PyArray_SIZE(db)}")
+    if (<object>dW).shape != (<object>W).shape:
+        raise ValueError(f"weight_grads[{k}] has shape {(<object>dW).shape}, "
+                         f"weights[{k}] {(<object>W).shape}")
+    return (W, b, dW, db)
+
+
+cdef int _check_written_apart(tuple bound) except -1:
+    """The gradients are written: none may share memory with another
+    gradient or with any weight or bias (weights may share with weights)."""
+    cdef list arrays = [], names = []
+    cdef Py_ssize_t k, i, j
+    for k in range(len(bound)):
+        arrays += [bound[k][2], bound[k][3]]
+        names += [f"weight_grads[{k}]", f"bias_grads[{k}]"]
+    _disjoint(tuple(arrays), tuple(names))
+    for k in range(len(bound)):
+        for j, name in ((0, f"weights[{k}]"), (1, f"biases[{k}]")):
+            for i in range(len(arrays)):
+                if _overlap(arrays[i], bound[k][j]):
+                    raise _sharing(names[i], name)
+    return 0
 
 
 cdef class Network:
@@ -78,6 +153,8 @@ cdef class Network:
     cdef Py_ssize_t max_rows, inputs, outputs
     cdef Activation hidden, output
     cdef LossKind loss
+    cdef AccuracyRule accuracy
+    cdef Py_ssize_t terms        # loss terms per sample: the mean divides by n * terms
     cdef bint fused              # the loss takes the output layer's logits
     cdef tuple bound             # per layer (W, b, dW, db): the caller's arrays, kept alive
     cdef tuple owned             # the buffers the layers' a and d point into
@@ -97,85 +174,51 @@ cdef class Network:
                  activation="relu", output="softmax", loss=None):
         if self.layers != NULL:
             raise TypeError("a Network is initialised once")
-        args = {"weights": weights, "biases": biases, "weight_grads": weight_grads,
-                "bias_grads": bias_grads}
-        for name, value in args.items():
-            if not isinstance(value, (list, tuple)):
-                raise TypeError(f"{name} must be a list or tuple of float32 arrays, "
-                                f"got {_show(value)}")
-        cdef Py_ssize_t depth = len(weights)
-        if depth < 1:
-            raise ValueError("weights must hold at least one layer's matrix")
-        for name, value in args.items():
-            if len(value) != depth:
-                raise ValueError(f"{name} has {len(value)} arrays, weights has {depth}; "
-                                 f"every list needs one per layer")
-        self.max_rows = _positive_count(rows, "rows")
-        if self.max_rows > _BLAS_DIM_MAX:
-            raise ValueError(f"rows must be at most {_BLAS_DIM_MAX} (BLAS takes dimensions "
-                             f"as C ints), got {rows!r}")
+        cdef tuple lists = (weights, biases, weight_grads, bias_grads)
+        cdef Py_ssize_t depth = _layer_count(lists), k
+        self.max_rows = _row_count(rows)
         self.hidden = _activation(activation)
         self.output = _activation(output)
-        try:
-            self.loss = _LOSS_KINDS[loss]
-        except (KeyError, TypeError):
-            raise ValueError(f"loss must be None or one of "
-                             f"{sorted(k for k in _LOSS_KINDS if k)}, got {loss!r}") from None
-        needs = _LOSS_OUTPUT.get(<int>self.loss)
-        if needs is not None and <int>self.output != needs:
-            raise ValueError(f"loss {loss!r} needs output="
-                             f"{'softmax' if needs == ACT_SOFTMAX else 'sigmoid'!r}, got "
-                             f"{output!r}")
-        self.fused = needs is not None
-
-        cdef list bound = [], arrays = [], names = []
-        cdef Py_ssize_t k, fan_in, fan_out
-        cdef cnp.ndarray W, b, dW, db
+        policy = _loss_policy(loss, output)
+        cdef list bound = []
         for k in range(depth):
-            W = _matrix(weights[k], f"weights[{k}]", False)
-            fan_in, fan_out = W.shape[0], W.shape[1]
-            if k and fan_in != (<cnp.ndarray>bound[k - 1][0]).shape[1]:
-                raise ValueError(f"weights[{k}] has {fan_in} rows, but layer {k - 1} has "
-                                 f"{(<cnp.ndarray>bound[k - 1][0]).shape[1]} outputs")
-            if fan_in < 1 or fan_out < 1:
-                raise ValueError(f"weights[{k}] has shape {(<object>W).shape}; every layer "
-                                 f"needs at least one input and one output")
-            b = _array(biases[k], f"biases[{k}]", False)
-            dW = _matrix(weight_grads[k], f"weight_grads[{k}]", True)
-            db = _array(bias_grads[k], f"bias_grads[{k}]", True)
-            if cnp.PyArray_SIZE(b) != fan_out or cnp.PyArray_SIZE(db) != fan_out:
-                raise ValueError(f"biases[{k}] and bias_grads[{k}] must have {fan_out} "
-                                 f"elements (the columns of weights[{k}]), got "
-                                 f"{cnp.PyArray_SIZE(b)} and {cnp.PyArray_SIZE(db)}")
-            if (<object>dW).shape != (<object>W).shape:
-                raise ValueError(f"weight_grads[{k}] has shape {(<object>dW).shape}, "
-                                 f"weights[{k}] {(<object>W).shape}")
-            bound.append((W, b, dW, db))
-            arrays += [dW, db]
-            names += [f"weight_grads[{k}]", f"bias_grads[{k}]"]
-        # the gradients are written: none may share memory with another
-        # gradient or with any weight or bias (weights may share with weights)
-        _disjoint(tuple(arrays), tuple(names))
-        cdef Py_ssize_t i, j
-        for k in range(depth):
-            for j, name in ((0, f"weights[{k}]"), (1, f"biases[{k}]")):
-                for i in range(len(arrays)):
-                    if _overlap(arrays[i], bound[k][j]):
-                        raise _sharing(names[i], name)
+            bound.append(_bind_layer(k, lists, (<cnp.ndarray>bound[k - 1][0]).shape[1]
+                                     if k else -1))
+        _check_written_apart(tuple(bound))
+        self.inputs = (<cnp.ndarray>bound[0][0]).shape[0]
+        self.outputs = (<cnp.ndarray>bound[depth - 1][0]).shape[1]
+        self._set_loss(policy)
+        self._allocate(tuple(bound))
 
+    cdef int _set_loss(self, object policy) except -1:
+        """The codes of the loss table's entry ``policy`` (None: no loss)."""
+        if policy is None:
+            self.loss = LOSS_NONE
+            return 0
+        from fastopt.training import losses
+        self.loss = <LossKind><int>policy.code
+        self.fused = policy.from_logits
+        self.terms = losses.terms_per_sample(policy, self.outputs)
+        self.accuracy = <AccuracyRule><int>losses.accuracy_rule(policy, self.outputs)
+        return 0
+
+    cdef int _allocate(self, tuple bound) except -1:
+        """The activation buffers, the gather buffers and the layer table;
+        the layer table is set last, so a Network whose __init__ failed has
+        no layers and refuses every call."""
+        cdef Py_ssize_t k, depth = len(bound)
         cdef list owned = []
         for k in range(depth):
             fan_out = (<cnp.ndarray>bound[k][0]).shape[1]
             owned += [np.empty((self.max_rows, fan_out), np.float32),
                       np.empty((self.max_rows, fan_out), np.float32)]
-        self.inputs = (<cnp.ndarray>bound[0][0]).shape[0]
-        self.outputs = (<cnp.ndarray>bound[depth - 1][0]).shape[1]
         self.x_rows = np.empty((self.max_rows, self.inputs), np.float32)
         self.label_rows = np.empty(self.max_rows, np.int64)
         self.target_rows = np.empty((self.max_rows, self.outputs), np.float32)
         cdef _Layer *layers = <_Layer *>PyMem_Calloc(depth, sizeof(_Layer))
         if layers == NULL:
             raise MemoryError("no memory for the network's layer table")
+        cdef cnp.ndarray W, b, dW, db
         for k in range(depth):
             W, b, dW, db = bound[k]
             layers[k].fan_in = W.shape[0]
@@ -186,11 +229,11 @@ cdef class Network:
             layers[k].db = _f32(db)
             layers[k].a = _f32(owned[2 * k])
             layers[k].d = _f32(owned[2 * k + 1])
-        # set last: a Network whose __init__ failed has no layers and refuses every call
-        self.bound = tuple(bound)
+        self.bound = bound
         self.owned = tuple(owned)
         self.depth = depth
         self.layers = layers
+        return 0
 
     cdef int _check_bound(self) except -1:
         if self.layers == NULL:
@@ -240,92 +283,109 @@ cdef class Network:
         into this network's buffers when ``index`` is given)."""
         if self.loss == LOSS_NONE:
             raise TypeError("this Network has no loss (loss=None): it can only predict")
-        cdef Py_ssize_t N = xm.shape[0], n, i, r, bad = -1
-        cdef Py_ssize_t C = self.outputs, D = self.inputs
-        cdef bint sparse = self.loss == LOSS_SPARSE_CE
-        cdef cnp.ndarray ym
-        cdef const long long *Y = NULL
-        cdef const float *T = NULL
-        cdef const long long *I
-        cdef float *Xg
-        cdef long long *Yg
-        cdef float *Tg
-        cdef const float *X = <const float *>cnp.PyArray_DATA(xm)
-        if sparse:
-            if not _is_int64_vector(y):
-                got = (f"{y.dtype} of shape {y.shape}" if cnp.PyArray_Check(y)
-                       else _show(y))
-                raise TypeError(f"y must be a C-contiguous native int64 array of labels, "
-                                f"got {got}")
-            ym = <cnp.ndarray>y
-            self._apart(ym, "y", False)
-            Y = <const long long *>cnp.PyArray_DATA(ym)
-            if ym.shape[0] != N:
-                raise ValueError(f"y has {ym.shape[0]} labels, x has {N} samples")
+        cdef Py_ssize_t N = xm.shape[0], n
+        x_out[0] = <const float *>cnp.PyArray_DATA(xm)
+        labels[0] = NULL
+        targets[0] = NULL
+        if self.loss == LOSS_SPARSE_CE:
+            self._labels(y, N, labels)
         else:
-            ym = _matrix(y, "y", False)
-            if ym.shape[0] != N or ym.shape[1] != C:
-                raise ValueError(f"y must have shape ({N}, {C}), got {(<object>ym).shape}")
-            self._apart(ym, "y", False)
-            T = <const float *>cnp.PyArray_DATA(ym)
-        if index is None:
-            n = N
-            if n > self.max_rows:
-                raise ValueError(f"x has {n} samples, more than this Network's "
-                                 f"rows={self.max_rows}")
-        else:
-            if not _is_int64_vector(index):
-                raise TypeError("index must be a 1-D C-contiguous native int64 array")
-            n = (<cnp.ndarray>index).shape[0]
-            if n > self.max_rows:
-                raise ValueError(f"index selects {n} samples, more than this Network's "
-                                 f"rows={self.max_rows}")
-            I = <const long long *>cnp.PyArray_DATA(<cnp.ndarray>index)
-            Xg = _f32(self.x_rows)
-            Yg = <long long *>cnp.PyArray_DATA(self.label_rows)
-            Tg = _f32(self.target_rows)
-            with nogil:
-                for r in range(n):
-                    i = I[r]
-                    if i < 0 or i >= N:
-                        bad = r
-                        break
-                    memcpy(Xg + r * D, X + i * D, D * sizeof(float))
-                    if sparse:
-                        Yg[r] = Y[i]
-                    else:
-                        memcpy(Tg + r * C, T + i * C, C * sizeof(float))
-            if bad >= 0:
-                raise ValueError(f"index[{bad}] = {I[bad]} is out of range for {N} samples")
-            X = Xg
-            if sparse:
-                Y = Yg
-            else:
-                T = Tg
+            self._targets(y, N, targets)
+        n = self._batch_rows(N, index)
+        if index is not None:
+            self._gather(<cnp.ndarray>index, N, n, x_out, labels, targets)
         if n == 0:
             raise ValueError("the batch holds no samples")
+        self._check_batch_targets(n, labels[0], targets[0])
+        n_out[0] = n
+        return 0
+
+    cdef int _labels(self, object y, Py_ssize_t N, const long long **out) except -1:
+        """Point ``out`` at ``y``'s int64 labels, checked to be one per sample."""
+        if not _is_int64_vector(y):
+            got = f"{y.dtype} of shape {y.shape}" if cnp.PyArray_Check(y) else _show(y)
+            raise TypeError(f"y must be a C-contiguous native int64 array of labels, "
+                            f"got {got}")
+        cdef cnp.ndarray ym = <cnp.ndarray>y
+        self._apart(ym, "y", False)
+        if ym.shape[0] != N:
+            raise ValueError(f"y has {ym.shape[0]} labels, x has {N} samples")
+        out[0] = <const long long *>cnp.PyArray_DATA(ym)
+        return 0
+
+    cdef int _targets(self, object y, Py_ssize_t N, const float **out) except -1:
+        """Point ``out`` at ``y``'s float32 targets, checked to be (N, outputs)."""
+        cdef cnp.ndarray ym = _matrix(y, "y", False)
+        if ym.shape[0] != N or ym.shape[1] != self.outputs:
+            raise ValueError(f"y must have shape ({N}, {self.outputs}), got "
+                             f"{(<object>ym).shape}")
+        self._apart(ym, "y", False)
+        out[0] = <const float *>cnp.PyArray_DATA(ym)
+        return 0
+
+    cdef Py_ssize_t _batch_rows(self, Py_ssize_t N, object index) except -1:
+        """The batch's sample count: all N, or as many as ``index`` selects."""
+        if index is None:
+            if N > self.max_rows:
+                raise ValueError(f"x has {N} samples, more than this Network's "
+                                 f"rows={self.max_rows}")
+            return N
+        if not _is_int64_vector(index):
+            raise TypeError("index must be a 1-D C-contiguous native int64 array")
+        cdef Py_ssize_t n = (<cnp.ndarray>index).shape[0]
+        if n > self.max_rows:
+            raise ValueError(f"index selects {n} samples, more than this Network's "
+                             f"rows={self.max_rows}")
+        return n
+
+    cdef int _gather(self, cnp.ndarray index, Py_ssize_t N, Py_ssize_t n, const float **X,
+                     const long long **Y, const float **T) except -1:
+        """Copy the rows ``index`` of the inputs and of the labels (if ``Y``
+        points at some) or targets into this network's buffers, and point
+        there."""
+        cdef const long long *I = <const long long *>cnp.PyArray_DATA(index)
+        cdef Py_ssize_t r, i, bad = -1, D = self.inputs, C = self.outputs
+        cdef const float *Xs = X[0]
+        cdef const long long *Ys = Y[0]
+        cdef const float *Ts = T[0]
+        cdef float *Xg = _f32(self.x_rows)
+        cdef long long *Yg = <long long *>cnp.PyArray_DATA(self.label_rows)
+        cdef float *Tg = _f32(self.target_rows)
+        with nogil:
+            for r in range(n):
+                i = I[r]
+                if i < 0 or i >= N:
+                    bad = r
+                    break
+                memcpy(Xg + r * D, Xs + i * D, D * sizeof(float))
+                if Ys != NULL:
+                    Yg[r] = Ys[i]
+                else:
+                    memcpy(Tg + r * C, Ts + i * C, C * sizeof(float))
+        if bad >= 0:
+            raise ValueError(f"index[{bad}] = {I[bad]} is out of range for {N} samples")
+        X[0] = Xg
+        if Ys != NULL:
+            Y[0] = Yg
+        else:
+            T[0] = Tg
+        return 0
+
+    cdef int _check_batch_targets(self, Py_ssize_t n, const long long *Y,
+                                  const float *T) except -1:
+        """ValueError for a label outside [0, outputs) or a non-finite target."""
+        cdef Py_ssize_t r, C = self.outputs
         cdef fo_nonfinite_args scan
-        if sparse:
+        if Y != NULL:
             for r in range(n):
                 if Y[r] < 0 or Y[r] >= C:
                     raise ValueError(f"label {Y[r]} (batch row {r}) is not a class label in "
                                      f"[0, {C})")
-        else:
-            scan.x = T
-            if fo_run(fo_active.nonfinite, &scan, n * C):
-                raise ValueError("y (the targets of this batch) holds nan or inf")
-        x_out[0] = X
-        labels[0] = Y
-        targets[0] = T
-        n_out[0] = n
+            return 0
+        scan.x = T
+        if fo_run(fo_active.nonfinite, &scan, n * C):
+            raise ValueError("y (the targets of this batch) holds nan or inf")
         return 0
-
-    cdef Py_ssize_t _terms(self, Py_ssize_t n) noexcept nogil:
-        """How many loss terms the mean of ``n`` samples divides by: one per
-        sample for the cross-entropies, one per output for BCE and mse."""
-        if self.loss == LOSS_SPARSE_CE or self.loss == LOSS_CATEGORICAL_CE:
-            return n
-        return n * self.outputs
 
     cdef void _forward(self, const float *x, Py_ssize_t n, Activation last) noexcept nogil:
         cdef int k
@@ -345,10 +405,10 @@ cdef class Network:
         cdef _Layer *L = &self.layers[self.depth - 1]
         cdef Py_ssize_t C = L.fan_out
         cdef float *G = L.d if backward else NULL
-        cdef double count = self._terms(n)
-        if self.loss == LOSS_SPARSE_CE:
+        cdef double count = n * self.terms
+        if self.accuracy == ACC_ARGMAX_LABEL:
             correct[0] = _correct_sparse(L.a, labels, n, C)
-        elif self.loss == LOSS_BCE or C == 1:
+        elif self.accuracy == ACC_THRESHOLD:
             correct[0] = _correct_binary(L.a, targets, n * C, self.fused)
         else:
             correct[0] = _correct_categorical(L.a, targets, n, C)
@@ -396,7 +456,7 @@ cdef class Network:
         if status != 0:
             raise MemoryError(f"no scratch memory for a row of {self.outputs} classes")
         if backward:
-            return total / self._terms(n), correct
+            return total / (n * self.terms), correct
         return total, correct
 
     def gradients(self, x, y, index=None):

@@ -3,7 +3,8 @@
 
 A training step is one call into the compiled ``Network`` pass
 (``fastopt._kernels``) followed by one optimizer step from
-:mod:`fastopt.optim`.
+:mod:`fastopt.optim`.  The loss and metric policy is one table,
+:mod:`fastopt.training.losses`.
 """
 from fastopt.training import callbacks, checkpoint
 from fastopt.training.model import MLP, History

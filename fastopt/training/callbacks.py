@@ -1,13 +1,18 @@
 """Training callbacks for :meth:`fastopt.MLP.fit`, shaped like Keras'.
 
-A callback may define ``on_train_begin(model)``, ``on_epoch_begin(epoch)``,
+A callback may define ``on_train_begin(logs)``, ``on_epoch_begin(epoch)``,
 ``on_batch_end(batch, logs)``, ``on_epoch_end(epoch, logs)`` and
 ``on_train_end(logs)``; it can stop training by setting
 ``model.stop_training = True``.  ``logs`` holds the epoch's metrics
-('loss', 'accuracy', 'val_loss', 'val_accuracy').
+('loss', 'accuracy', 'val_loss', 'val_accuracy').  ``fit`` runs its
+callbacks through a :class:`CallbackList`, which also owns the
+:class:`History` and the progress output, as Keras' does.
 """
-import math
 import sys
+import time
+
+from fastopt._validate import check_bool, check_choice, check_int, check_number
+from fastopt.training.checkpoint_file import save as save_checkpoint
 
 
 class Callback:
@@ -32,9 +37,52 @@ class Callback:
         pass
 
 
+class History(Callback):
+    """What ``fit`` returns (and ``model.history``): ``history`` maps each
+    metric ('loss', 'accuracy', 'val_loss', 'val_accuracy') to one value per
+    epoch; ``epoch`` lists the epochs run and ``epoch_seconds`` their
+    wall-clock durations."""
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+        self.epoch_seconds = []
+        self._start = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        model.history = self
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+    def to_dict(self):
+        """The record as plain JSON-able data (for checkpoints)."""
+        return {"epoch": list(self.epoch), "history": {k: list(v) for k, v in
+                                                        self.history.items()},
+                "epoch_seconds": list(self.epoch_seconds)}
+
+    @classmethod
+    def from_dict(cls, data):
+        """The History that :meth:`to_dict` described."""
+        history = cls()
+        history.epoch = list(data["epoch"])
+        history.history = {k: list(v) for k, v in data["history"].items()}
+        history.epoch_seconds = list(data["epoch_seconds"])
+        return history
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
 def _better(mode, monitor):
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    check_choice(mode, "mode", ("auto", "min", "max"))
     if mode == "auto":
         mode = "max" if "acc" in monitor else "min"
     return (lambda a, b, delta: a > b + delta) if mode == "max" else \
@@ -49,13 +97,13 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto",
                  restore_best_weights=False):
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience must be an int >= 0, got {patience!r}")
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be a metric name, got {monitor!r}")
         self.monitor = monitor
-        self.patience = patience
-        self.min_delta = abs(float(min_delta))
+        self.patience = check_int(patience, "patience", minimum=0)
+        self.min_delta = abs(check_number(min_delta, "min_delta"))
         self._better = _better(mode, monitor)
-        self.restore_best_weights = restore_best_weights
+        self.restore_best_weights = check_bool(restore_best_weights, "restore_best_weights")
         self.stopped_epoch = None
         self.best_epoch = None
 
@@ -100,10 +148,9 @@ class LearningRateScheduler(Callback):
             if callable(lr):
                 raise TypeError("LearningRateScheduler cannot drive an optimizer whose "
                                 "learning rate is already a schedule")
-            new = float(self.schedule(epoch, float(lr)))
-            if not (math.isfinite(new) and new >= 0):
-                raise ValueError(f"the schedule returned learning rate {new!r} at epoch {epoch}")
-            group["lr"] = new
+            new = self.schedule(epoch, float(lr))
+            group["lr"] = check_number(new, f"the learning rate the schedule returned at "
+                                            f"epoch {epoch}", minimum=0)
 
 
 class ModelCheckpoint(Callback):
@@ -117,9 +164,7 @@ class ModelCheckpoint(Callback):
         self.extra = extra
 
     def on_epoch_end(self, epoch, logs=None):
-        from fastopt.training.checkpoint import save
-
-        save(self.path, self.model, epoch + 1, self.model.history, self.extra)
+        save_checkpoint(self.path, self.model, epoch + 1, self.model.history, self.extra)
 
 
 class ProgressBar(Callback):
@@ -147,6 +192,52 @@ class ProgressBar(Callback):
         self.bar.close()
 
 
+def _isatty(stream):
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def resolve_verbose(verbose, stream=None):
+    """``fit``'s ``verbose`` as 0, 1 or 2: 'auto' is 1 when the progress
+    stream (``stream``, default stderr) is a terminal, else 2 (Keras)."""
+    if isinstance(verbose, str):
+        check_choice(verbose, "verbose", ("auto",))
+        return 1 if _isatty(stream or sys.stderr) else 2
+    if isinstance(verbose, bool):
+        return int(verbose)
+    return check_int(verbose, "verbose", minimum=0, maximum=2)
+
+
+class ProgbarLogger(Callback):
+    """``fit``'s progress output.  ``verbose=1``: a tqdm bar over each
+    epoch's batches on ``stream`` (default stderr) -- only if it is a
+    terminal, so a redirected log never gets carriage-return bars -- and a
+    line per epoch on stdout; ``verbose=2``: the line only."""
+
+    def __init__(self, verbose, steps, epochs, history, stream=None):
+        stream = stream or sys.stderr
+        self.bar = ProgressBar(steps, epochs, stream) if verbose == 1 and _isatty(stream) \
+            else None
+        self.epochs = epochs
+        self.history = history
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.bar:
+            self.bar.on_epoch_begin(epoch)
+
+    def on_batch_end(self, batch, logs=None):
+        if self.bar:
+            self.bar.on_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bar:
+            self.bar.on_epoch_end(epoch)
+        parts = " - ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}"
+                           for k, v in logs.items())
+        print(f"Epoch {epoch + 1}/{self.epochs} - {self.history.epoch_seconds[-1]:.2f}s - "
+              f"{parts}", flush=True)
+
+
 def _as_list(callbacks):
     if callbacks is None:
         return []
@@ -158,5 +249,53 @@ def _as_list(callbacks):
     return out
 
 
-__all__ = ["Callback", "EarlyStopping", "LearningRateScheduler", "ModelCheckpoint",
-           "ProgressBar"]
+class CallbackList(Callback):
+    """The callbacks of one ``fit``, called in order, as Keras'
+    ``CallbackList``: with ``add_history`` a :class:`History` first
+    (``history``, or a new one), then ``callbacks``, then with
+    ``add_progbar`` the :class:`ProgbarLogger` for ``verbose`` 1 or 2 over
+    ``epochs`` epochs of ``steps`` batches."""
+
+    def __init__(self, callbacks=None, add_history=False, add_progbar=False, model=None, *,
+                 verbose=1, epochs=1, steps=None, history=None):
+        self.callbacks = _as_list(callbacks)
+        self.history = None
+        if add_history:
+            self.history = history if history is not None else History()
+            self.callbacks.insert(0, self.history)
+        if add_progbar:
+            if not add_history:
+                raise ValueError("the progress output reports the History's epoch times: "
+                                 "add_progbar needs add_history=True")
+            self.callbacks.append(ProgbarLogger(verbose, steps, epochs, self.history))
+        if model is not None:
+            self.set_model(model)
+
+    def set_model(self, model):
+        super().set_model(model)
+        for c in self.callbacks:
+            c.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        for c in self.callbacks:
+            c.on_train_begin()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for c in self.callbacks:
+            c.on_epoch_begin(epoch)
+
+    def on_batch_end(self, batch, logs=None):
+        for c in self.callbacks:
+            c.on_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for c in self.callbacks:
+            c.on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        for c in self.callbacks:
+            c.on_train_end(logs)
+
+
+__all__ = ["Callback", "CallbackList", "EarlyStopping", "History", "LearningRateScheduler",
+           "ModelCheckpoint", "ProgbarLogger", "ProgressBar"]

@@ -1,0 +1,107 @@
+"""The package's shape: no import cycles among fastopt's modules (counting
+imports inside functions), short functions and modules.
+
+Both read the installed package's sources with ``ast``.  The size check does
+not yet cover fastopt/cli.py, fastopt/cli/ and fastopt/optim/, which are
+being split at the same time (issue #15); widen ``_NOT_YET_SIZED`` once they
+are.
+"""
+import ast
+from pathlib import Path
+
+import fastopt
+
+ROOT = Path(fastopt.__file__).parent
+_MAX_FUNCTION_LINES = 60
+_MAX_MODULE_LINES = 400
+_NOT_YET_SIZED = ("cli.py", "cli/", "optim/")
+
+
+def _modules():
+    """Dotted module name -> source path, for every .py file of fastopt."""
+    modules = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _imported(module, path, modules):
+    """The fastopt modules ``module`` imports anywhere in its source: a
+    ``from package import name`` counts as importing the submodule
+    ``package.name`` when there is one, else ``package``."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                     for a in node.names]
+        else:
+            continue
+        found.update(n for n in names if n in modules and n != module)
+    return found
+
+
+def _cycle(graph):
+    """One import cycle of ``graph`` as a list of modules, or None."""
+    state = {}
+
+    def visit(node, trail):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return trail[trail.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt, trail + [nxt])
+                if found:
+                    return found
+        state[node] = "done"
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            found = visit(start, [start])
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycles():
+    modules = _modules()
+    graph = {m: _imported(m, p, modules) for m, p in modules.items()}
+    assert "fastopt.training.model" in graph  # the walk sees the package
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_the_cycle_check_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycle(graph) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def _sized(path):
+    rel = path.relative_to(ROOT).as_posix()
+    return not any(rel == skip or rel.startswith(skip) for skip in _NOT_YET_SIZED)
+
+
+def test_functions_and_modules_are_short():
+    too_long = []
+    for path in filter(_sized, ROOT.rglob("*.py")):
+        text = path.read_text()
+        rel = path.relative_to(ROOT).as_posix()
+        if len(text.splitlines()) > _MAX_MODULE_LINES:
+            too_long.append(f"{rel}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > _MAX_FUNCTION_LINES:
+                    too_long.append(f"{rel}:{node.lineno} {node.name}: {lines} lines")
+    assert not too_long, "\n".join(too_long)
