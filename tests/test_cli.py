@@ -127,6 +127,13 @@ def test_search_ranks_and_tests_the_best(tmp_path):
     (["predict", "/nonexistent.npz", "--test-index", "0"], "no such model file"),
     (["search", "--param", "lr=abc"], "could not convert"),
     (["search", "--param", "depth=3"], "expected NAME=V1,V2"),
+    (["search", "--param", "batch_size=32,0"], "batch_size must be an int >= 1, got 0"),
+    (["search", "--param", "lr=1e-3,-1"], "lr must be a finite number > 0, got -1.0"),
+    (["search", "--method", "random", "--param", "lr=log:1e-2:1e-3"],
+     "HIGH must be a finite number > 0.01, got 0.001"),
+    (["predict", "/nonexistent.npz", "d.npy", "--top", "0"], "expected a positive integer"),
+    (["predict", "--bogus", "m.npz"], "unrecognized arguments: --bogus"),
+    (["bench", "--source", "/nonexistent"], "no bench/ here: looked for /nonexistent/bench"),
     (["bogus"], "invalid choice: 'bogus'"),
 ])
 def test_bad_input_is_one_line_and_nonzero(args, message):

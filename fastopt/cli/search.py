@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 import fastopt
-from fastopt._validate import check_number
+from fastopt._validate import check_int, check_number
 import fastopt.cli._shared as _shared
 from fastopt.cli._shared import CLIError
 
@@ -101,6 +101,11 @@ def _values(spec, name, text):
         raise CLIError(f"--param {spec!r}: optimizers are {', '.join(_shared.OPTIMIZERS)}")
     if not parsed:
         raise CLIError(f"--param {spec!r} lists no values")
+    for v in parsed:  # a value no run could use fails here, not as a "failed" trial
+        if name == "lr":
+            check_number(v, f"--param {spec!r}: lr", minimum=0, min_open=True)
+        elif name == "batch_size":
+            check_int(v, f"--param {spec!r}: batch_size", minimum=1)
     return parsed
 
 
