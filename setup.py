@@ -13,7 +13,6 @@ NaN/inf semantics and could switch off subnormals for the whole process.
 ``-ffp-contract=off`` keeps results bit-identical across the SIMD variants.
 """
 import glob
-import importlib.util
 import os
 import shlex
 
@@ -69,11 +68,11 @@ def _c_string(text):
 def _generate_update_kernels():
     """Expand fastopt/_ext/updates.pxi.tp into updates.pxi (the update
     kernels, from the tables of fastopt/_ext/update_rules.py)."""
-    spec = importlib.util.spec_from_file_location("update_rules",
-                                                  "fastopt/_ext/update_rules.py")
-    rules = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rules)
-    rules.expand("fastopt/_ext/updates.pxi.tp", "fastopt/_ext/updates.pxi")
+    path = "fastopt/_ext/update_rules.py"
+    rules = {"__name__": "update_rules"}  # run, not imported: no __pycache__ among the sources
+    with open(path) as source:
+        exec(compile(source.read(), path, "exec"), rules)
+    rules["expand"]("fastopt/_ext/updates.pxi.tp", "fastopt/_ext/updates.pxi")
 
 
 _generate_update_kernels()

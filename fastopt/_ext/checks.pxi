@@ -58,9 +58,14 @@ cdef bint _flag(object value, str name) except -1:
     raise TypeError(f"{name} must be a bool, got {_show(value)}")
 
 
+cdef inline bint _is_int(object value):
+    """A Python or NumPy integer, and not a bool."""
+    return type(value) is int or (isinstance(value, _INT_TYPES)
+                                  and not isinstance(value, _BOOL_TYPES))
+
+
 cdef long long _step(object value, str name) except -1:
-    if type(value) is not int and (isinstance(value, _BOOL_TYPES)
-                                   or not isinstance(value, _INT_TYPES)):
+    if not _is_int(value):
         raise TypeError(f"{name} must be an int (the 1-based step count), got {_show(value)}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1 (the 1-based step count), got {value!r}")
@@ -69,7 +74,7 @@ cdef long long _step(object value, str name) except -1:
     return value
 
 
-cdef int _choice(object value, str name, tuple choices, str expected=None) except -1:
+cdef inline int _choice(object value, str name, tuple choices, str expected=None) except -1:
     """The index of ``value`` in ``choices`` (strings), else the error of
     :func:`_not_one_of`."""
     cdef Py_ssize_t i

@@ -103,6 +103,39 @@ cdef double _mse(const float *X, const float *Y, float *G, double *L, Py_ssize_t
     return total
 
 
+cdef tuple _class_labels(object labels, Py_ssize_t N, Py_ssize_t C, long long ignore):
+    """Integer labels as a contiguous int64 array, checked against ``C``
+    classes, and the number of rows not ignored."""
+    if labels.shape != (N,):
+        raise ValueError(f"integer labels must have shape ({N},) to match logits, "
+                         f"got {labels.shape}")
+    cdef cnp.ndarray y = np.ascontiguousarray(labels, dtype=np.int64)
+    cdef long long[::1] yi = y
+    cdef Py_ssize_t i, count = 0
+    for i in range(N):
+        if yi[i] == ignore:
+            continue
+        if yi[i] < 0 or yi[i] >= C:
+            raise ValueError(f"labels[{i}] = {yi[i]} is out of range for {C} classes "
+                             f"(and is not ignore_index={ignore})")
+        count += 1
+    return y, count
+
+
+cdef cnp.ndarray _target_rows(object labels, Py_ssize_t N, Py_ssize_t C):
+    """Float targets as a contiguous float32 (N, C) array, all finite."""
+    if labels.dtype.kind != "f":
+        raise TypeError(f"labels must be integer class indices or float targets, "
+                        f"got dtype {labels.dtype}")
+    if labels.shape != (N, C):
+        raise ValueError(f"probability targets must have shape ({N}, {C}) to match "
+                         f"logits, got {labels.shape}")
+    cdef cnp.ndarray y = np.ascontiguousarray(labels, dtype=np.float32)
+    if not np.isfinite(y).all():
+        raise ValueError("labels (probability targets) hold nan or inf")
+    return y
+
+
 def softmax_cross_entropy(logits, labels, grad=None, *, reduction="mean", label_smoothing=0.0,
                           ignore_index=-100):
     """Softmax cross-entropy from logits, and its gradient, in one pass.
@@ -135,44 +168,23 @@ def softmax_cross_entropy(logits, labels, grad=None, *, reduction="mean", label_
         raise ValueError("logits must have at least one class column")
     cdef Reduction red = _reduction(reduction)
     cdef double s = _unit(label_smoothing, "label_smoothing", True)
-    if isinstance(ignore_index, _BOOL_TYPES) or not isinstance(ignore_index, _INT_TYPES):
+    if not _is_int(ignore_index):
         raise TypeError(f"ignore_index must be an int, got {_show(ignore_index)}")
     cdef long long ignore = ignore_index
     if not isinstance(labels, np.ndarray):
         raise TypeError(f"labels must be a numpy.ndarray, got {type(labels).__name__}")
     cdef bint sparse = labels.dtype.kind in "iu"
+    cdef Py_ssize_t count = N
     cdef cnp.ndarray y
-    cdef long long[::1] yi
-    cdef Py_ssize_t i, count = N
     if sparse:
-        if labels.shape != (N,):
-            raise ValueError(f"integer labels must have shape ({N},) to match logits, "
-                             f"got {labels.shape}")
-        y = np.ascontiguousarray(labels, dtype=np.int64)
-        yi = y
-        count = 0
-        for i in range(N):
-            if yi[i] == ignore:
-                continue
-            if yi[i] < 0 or yi[i] >= C:
-                raise ValueError(f"labels[{i}] = {yi[i]} is out of range for {C} classes "
-                                 f"(and is not ignore_index={ignore})")
-            count += 1
-    elif labels.dtype.kind == "f":
-        if labels.shape != (N, C):
-            raise ValueError(f"probability targets must have shape ({N}, {C}) to match "
-                             f"logits, got {labels.shape}")
-        y = np.ascontiguousarray(labels, dtype=np.float32)
-        if not np.isfinite(y).all():
-            raise ValueError("labels (probability targets) hold nan or inf")
+        y, count = _class_labels(labels, N, C, ignore)
     else:
-        raise TypeError(f"labels must be integer class indices or float targets, "
-                        f"got dtype {labels.dtype}")
+        y = _target_rows(labels, N, C)
     cdef cnp.ndarray g = _grad_out(grad, "grad", (N, C), (z, None if sparse else y),
                                    ("logits", "labels"))
     cdef cnp.ndarray per_row = np.zeros(N, np.float64) if red == RED_NONE else None
     cdef const float *Z = <const float *>cnp.PyArray_DATA(z)
-    cdef const long long *lab = &yi[0] if (sparse and N > 0) else NULL
+    cdef const long long *lab = <const long long *>cnp.PyArray_DATA(y) if sparse else NULL
     cdef const float *T = NULL if sparse else <const float *>cnp.PyArray_DATA(y)
     cdef float *G = _f32(g)
     cdef double *rows = <double *>cnp.PyArray_DATA(per_row) if per_row is not None else NULL
