@@ -241,3 +241,16 @@ def test_callback_list_owns_history_and_progress_output(capsys):
     assert capsys.readouterr().out.startswith("Epoch 1/1 - ")
     with pytest.raises(TypeError, match="callbacks must be"):
         CallbackList([print])
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    ({"patience": 1.5}, TypeError, "patience must be an int"),
+    ({"patience": -1}, ValueError, "patience must be an int >= 0"),
+    ({"min_delta": "0"}, TypeError, "min_delta must be a number"),
+    ({"mode": "maximum"}, ValueError, "mode must be one of"),
+    ({"restore_best_weights": 1}, TypeError, "restore_best_weights must be True or False"),
+    ({"monitor": 3}, TypeError, "monitor must be a metric name"),
+])
+def test_early_stopping_checks_its_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        EarlyStopping(**kwargs)

@@ -409,3 +409,26 @@ def test_saved_models_get_the_mode_the_umask_gives(tmp_path, umask):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "m.npz").st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda m, x, y: m.fit(x, y, batch_size=2.0, verbose=0), "batch_size must be an int"),
+    (lambda m, x, y: m.fit(x, y, epochs="2", verbose=0), "epochs must be an int"),
+    (lambda m, x, y: m.fit(x, y, validation_split="0.1", verbose=0),
+     "validation_split must be a number"),
+    (lambda m, x, y: m.fit(x, y, shuffle=1, verbose=0), "shuffle must be True or False"),
+    (lambda m, x, y: m.fit(x, y, on_nonfinite=None, verbose=0), "on_nonfinite must be one of"),
+    (lambda m, x, y: m.compile("adam", metrics=[1]), "metrics must hold metric names"),
+    (lambda m, x, y: m.compile("adam", loss=3), "loss must be one of"),
+    (lambda m, x, y: m.predict(x, batch_size=None), "batch_size must be an int"),
+    (lambda m, x, y: MLP([6.0, 3]), r"layer_sizes\[0\] must be an int"),
+    (lambda m, x, y: MLP([6, 3], output=None), "output must be one of"),
+])
+def test_a_wrong_type_is_a_type_error(call, match):
+    x, y = _data()
+    model = MLP([6, 8, 3], seed=0)
+    model.compile("adam")
+    before = model.params.data.copy()
+    with pytest.raises(TypeError, match=match):
+        call(model, x, y)
+    np.testing.assert_array_equal(model.params.data, before)

@@ -134,8 +134,11 @@ cdef class Network:
     (N,)), 'categorical_crossentropy' (float32 targets (N, outputs)) -- both
     need ``output='softmax'`` and are computed from the logits, fused with
     the softmax --, 'binary_crossentropy' (``output='sigmoid'``, from the
-    logits), 'mse' (on the output activation), or None for a network that
-    only predicts.  The arithmetic is that of :func:`gemm_`,
+    logits), 'mse' or 'mean_squared_error' (on the output activation), or
+    None for a network that only predicts.  Those names, the output each
+    requires, how its mean divides and how accuracy is counted are the
+    trainer's one table, :mod:`fastopt.training.losses`; this pass runs the
+    codes it gives.  The arithmetic is that of :func:`gemm_`,
     :func:`bias_activation_`, :func:`softmax_cross_entropy`,
     :func:`binary_cross_entropy`, :func:`mean_squared_error`,
     :func:`activation_backward_`, :func:`bias_grad` and :func:`count_correct`

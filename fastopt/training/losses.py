@@ -74,7 +74,9 @@ def get_metrics(metrics):
         raise TypeError(f"metrics must be a list of names, got {metrics!r}")
     names = []
     for m in metrics:
-        if not isinstance(m, str) or m not in METRICS:
+        if not isinstance(m, str):
+            raise TypeError(f"metrics must hold metric names, got {m!r}")
+        if m not in METRICS:
             raise ValueError(f"unknown metric {m!r}; supported: 'accuracy'")
         names.append(METRICS[m])
     return sorted(set(names))

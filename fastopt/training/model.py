@@ -202,12 +202,13 @@ class MLP:
         batch_size = check_int(batch_size, "batch_size", minimum=1)
         epochs = check_int(epochs, "epochs", minimum=0)
         initial_epoch = check_int(initial_epoch, "initial_epoch", minimum=0)
+        shuffle = check_bool(shuffle, "shuffle")
         x, y, validation = data.training_and_validation(
             x, y, validation_split, validation_data, self._dataset)
         if len(x) == 0:
             raise ValueError("x holds no samples")
-        run = FitRun(self, self._training_network(min(batch_size, len(x))), x, y,
-                     rows=min(batch_size, len(x)), shuffle=check_bool(shuffle, "shuffle"),
+        rows = min(batch_size, len(x))
+        run = FitRun(self, self._training_network(rows), x, y, rows=rows, shuffle=shuffle,
                      on_nonfinite=on_nonfinite,
                      validate=validation and (lambda: self._evaluate(*validation)))
         resumed = initial_epoch and self.history is not None \
