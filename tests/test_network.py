@@ -342,7 +342,7 @@ def test_one_activation_list_for_the_kernels_the_network_and_the_model():
 
 
 def test_every_name_of_the_loss_table_reaches_the_network():
-    from fastopt.training import losses
+    from fastopt import _objectives as losses
 
     rng = np.random.default_rng(9)
     x = rng.standard_normal((6, SIZES[0])).astype(np.float32)

@@ -1,10 +1,9 @@
 """The package's shape: no import cycles among fastopt's modules (counting
 imports inside functions), short functions and modules.
 
-Both read the installed package's sources with ``ast``.  The size check does
-not yet cover fastopt/cli.py, fastopt/cli/ and fastopt/optim/, which are
-being split at the same time (issue #15); widen ``_NOT_YET_SIZED`` once they
-are.
+All read the installed package's sources with ``ast``.  The layering test
+holds the tree to the picture in docs/architecture.md: a module imports only
+modules of its own layer or of the layers below it.
 """
 import ast
 from pathlib import Path
@@ -14,7 +13,15 @@ import fastopt
 ROOT = Path(fastopt.__file__).parent
 _MAX_FUNCTION_LINES = 60
 _MAX_MODULE_LINES = 400
-_NOT_YET_SIZED = ("cli.py", "cli/", "optim/")
+# The layers of docs/architecture.md, lowest first; a module belongs to the
+# layer of the longest prefix that names it.
+_LAYERS = (
+    ("fastopt._validate", "fastopt._objectives", "fastopt._io", "fastopt.datasets"),
+    ("fastopt.optim",),
+    ("fastopt.training",),
+    ("fastopt", "fastopt.callbacks", "fastopt.checkpoint", "fastopt.schedules"),
+    ("fastopt.cli", "fastopt.__main__", "fastopt.viz", "fastopt.torch"),
+)
 
 
 def _modules():
@@ -87,14 +94,27 @@ def test_the_cycle_check_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
-def _sized(path):
-    rel = path.relative_to(ROOT).as_posix()
-    return not any(rel == skip or rel.startswith(skip) for skip in _NOT_YET_SIZED)
+def _layer(module):
+    """The index in _LAYERS of ``module``'s layer."""
+    best, found = -1, None
+    for i, layer in enumerate(_LAYERS):
+        for prefix in layer:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, found = len(prefix), i
+    assert found is not None, f"{module} is in no layer of docs/architecture.md"
+    return found
+
+
+def test_no_module_imports_a_higher_layer():
+    modules = _modules()
+    upward = [f"{m} imports {n}" for m, p in modules.items()
+              for n in sorted(_imported(m, p, modules)) if _layer(n) > _layer(m)]
+    assert not upward, "\n".join(upward)
 
 
 def test_functions_and_modules_are_short():
     too_long = []
-    for path in filter(_sized, ROOT.rglob("*.py")):
+    for path in ROOT.rglob("*.py"):
         text = path.read_text()
         rel = path.relative_to(ROOT).as_posix()
         if len(text.splitlines()) > _MAX_MODULE_LINES:

@@ -8,20 +8,29 @@ from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.string cimport memcpy
 
 # The loss policy -- which names, the output activation each needs, how the
-# mean divides, how accuracy counts -- is the trainer's table
-# (fastopt.training.losses); this pass receives that table's codes and
+# mean divides, how accuracy counts -- is one table, fastopt._objectives
+# (pure Python, importing nothing); this pass takes that table's codes and
 # returns sums and counts.
-cdef enum LossKind:         # losses.SPARSE_CE, CATEGORICAL_CE, BCE, MSE
+from fastopt import _objectives as objectives
+
+cdef enum LossKind:         # objectives.SPARSE_CE, CATEGORICAL_CE, BCE, MSE
     LOSS_NONE = 0
     LOSS_SPARSE_CE = 1
     LOSS_CATEGORICAL_CE = 2
     LOSS_BCE = 3
     LOSS_MSE = 4
 
-cdef enum AccuracyRule:     # losses.ARGMAX_LABEL, ARGMAX_ONE_HOT, THRESHOLD
+cdef enum AccuracyRule:     # objectives.ARGMAX_LABEL, ARGMAX_ONE_HOT, THRESHOLD
     ACC_ARGMAX_LABEL = 0
     ACC_ARGMAX_ONE_HOT = 1
     ACC_THRESHOLD = 2
+
+# The table names these codes too; a build whose two lists disagree must not load.
+if ((objectives.SPARSE_CE, objectives.CATEGORICAL_CE, objectives.BCE, objectives.MSE,
+     objectives.ARGMAX_LABEL, objectives.ARGMAX_ONE_HOT, objectives.THRESHOLD)
+        != (LOSS_SPARSE_CE, LOSS_CATEGORICAL_CE, LOSS_BCE, LOSS_MSE,
+            ACC_ARGMAX_LABEL, ACC_ARGMAX_ONE_HOT, ACC_THRESHOLD)):
+    raise ImportError("the loss codes of fastopt._objectives and network.pxi disagree")
 
 
 cdef struct _Layer:
@@ -66,13 +75,12 @@ cdef Py_ssize_t _layer_count(tuple lists) except -1:
 
 
 cdef object _loss_policy(object loss, object output):
-    """The trainer's table entry for ``loss`` (None for None), checked
+    """The loss table's entry for ``loss`` (None for None), checked
     against the output activation."""
     if loss is None:
         return None
-    from fastopt.training import losses
-    policy = losses.get(loss, allow_none=True)
-    losses.check_output(policy, output)
+    policy = objectives.get(loss, allow_none=True)
+    objectives.check_output(policy, output)
     return policy
 
 
@@ -137,7 +145,7 @@ cdef class Network:
     logits), 'mse' or 'mean_squared_error' (on the output activation), or
     None for a network that only predicts.  Those names, the output each
     requires, how its mean divides and how accuracy is counted are the
-    trainer's one table, :mod:`fastopt.training.losses`; this pass runs the
+    one table, :mod:`fastopt._objectives`; this pass runs the
     codes it gives.  The arithmetic is that of :func:`gemm_`,
     :func:`bias_activation_`, :func:`softmax_cross_entropy`,
     :func:`binary_cross_entropy`, :func:`mean_squared_error`,
@@ -198,11 +206,10 @@ cdef class Network:
         if policy is None:
             self.loss = LOSS_NONE
             return 0
-        from fastopt.training import losses
         self.loss = <LossKind><int>policy.code
         self.fused = policy.from_logits
-        self.terms = losses.terms_per_sample(policy, self.outputs)
-        self.accuracy = <AccuracyRule><int>losses.accuracy_rule(policy, self.outputs)
+        self.terms = objectives.terms_per_sample(policy, self.outputs)
+        self.accuracy = <AccuracyRule><int>objectives.accuracy_rule(policy, self.outputs)
         return 0
 
     cdef int _allocate(self, tuple bound) except -1:

@@ -4,7 +4,7 @@
 A training step is one call into the compiled ``Network`` pass
 (``fastopt._kernels``) followed by one optimizer step from
 :mod:`fastopt.optim`.  The loss and metric policy is one table,
-:mod:`fastopt.training.losses`.
+:mod:`fastopt._objectives`.
 """
 from fastopt.training import callbacks, checkpoint
 from fastopt.training.model import MLP, History

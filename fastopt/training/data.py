@@ -44,7 +44,7 @@ def _as_labels(y, n, outputs, name):
 
 
 def as_targets(y, n, loss, outputs, name="y"):
-    """``y`` in the form ``loss`` (a :class:`~fastopt.training.losses.Loss`)
+    """``y`` in the form ``loss`` (a :class:`~fastopt._objectives.Loss`)
     takes: int64 labels (n,), or float32 (n, outputs); converted once."""
     if y is None:
         raise TypeError(f"{name} must be an array of targets, got None")

@@ -6,7 +6,7 @@ backward, bias gradients, the loss with its gradient, and the optimizer
 update are fastopt kernels.  All parameters live in one
 :class:`~fastopt.optim.flat.FlatParameters` (weights first, then biases), so the
 optimizer makes one kernel call per step, and no array is allocated per
-training step.  The loss and metric policy is :mod:`fastopt.training.losses`,
+training step.  The loss and metric policy is :mod:`fastopt._objectives`,
 fit's data preparation :mod:`fastopt.training.data`, its epoch loop
 :mod:`fastopt.training.loop`.
 """
@@ -19,7 +19,8 @@ from fastopt._validate import check_bool, check_choice, check_int
 from fastopt.optim import keras as keras_optimizers
 from fastopt.optim._base import Optimizer
 from fastopt.optim.flat import FlatParameters
-from fastopt.training import architecture, data, files, losses
+from fastopt import _objectives as objectives
+from fastopt.training import architecture, data, files
 from fastopt.training.callbacks import CallbackList, History, ModelCheckpoint, \
     resolve_verbose
 from fastopt.training.loop import FitRun
@@ -86,7 +87,7 @@ class MLP:
         :mod:`fastopt.optim.keras` instance (built over this model's
         parameters here), or a :mod:`fastopt.optim` (PyTorch-style) instance
         constructed over ``model.params``.  ``loss`` is any name of
-        :data:`fastopt.training.losses.LOSSES`:
+        :data:`fastopt._objectives.LOSSES`:
         'sparse_categorical_crossentropy', 'categorical_crossentropy' (both
         need ``output='softmax'`` and are computed from the logits, fused with
         the softmax), 'binary_crossentropy' (``output='sigmoid'``, likewise
@@ -110,11 +111,11 @@ class MLP:
         return self
 
     def _objective(self, loss, metrics):
-        """The checked :class:`~fastopt.training.losses.Objective` of ``loss``
+        """The checked :class:`~fastopt._objectives.Objective` of ``loss``
         and ``metrics`` for this model's output layer."""
-        policy = losses.get(loss)
-        losses.check_output(policy, self.output)
-        return losses.Objective(policy, self.layer_sizes[-1], losses.get_metrics(metrics))
+        policy = objectives.get(loss)
+        objectives.check_output(policy, self.output)
+        return objectives.Objective(policy, self.layer_sizes[-1], objectives.get_metrics(metrics))
 
     def _set_objective(self, objective):
         self.objective = objective

@@ -1,4 +1,4 @@
-"""The trainer's loss and metric policy: the one table of it.
+"""The loss and metric policy of fastopt's training: the one table of it.
 
 For every loss name Keras accepts here (and its aliases): the canonical name,
 the output activation the loss requires (its kernel then takes that layer's
@@ -8,7 +8,10 @@ accuracy rule, and the integer code of the compiled pass
 and returns raw sums and counts; the means reported by ``fit`` and
 ``evaluate`` are computed here.
 
-This module imports nothing from fastopt, so the extension can read it.
+This module imports nothing, so it sits at the bottom of the layers: the
+compiled ``Network`` (``fastopt/_ext/network.pxi``) reads it to turn a loss
+name into its codes, and the trainer (:mod:`fastopt.training`) reads it for
+the names it accepts and the means it reports.  Neither owns a copy.
 """
 from typing import NamedTuple
 
