@@ -48,7 +48,7 @@ CASES = [
     ("RMSprop", dict(lr=1e-3), dict(alpha=0.9)),
     ("RMSprop", dict(lr=3e-4, momentum=0.9, centered=True, weight_decay=1e-3, eps=1e-4),
      dict(lr=1e-4, centered=False)),
-    ("RMSprop", dict(lr=1e-4, momentum=0.5, maximize=True, eps=1e-6), dict(alpha=0.9)),
+    ("RMSprop", dict(lr=1e-4, momentum=0.5, maximize=True, eps=1e-4), dict(alpha=0.9)),
     ("Adam", dict(lr=1e-3), dict(lr=3e-3, betas=(0.8, 0.99))),
     ("Adam", dict(lr=1e-3, amsgrad=True, weight_decay=1e-2), dict(eps=1e-6)),
     ("Adam", dict(lr=1e-3, maximize=True, decoupled_weight_decay=True, weight_decay=0.1),

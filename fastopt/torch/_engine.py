@@ -92,6 +92,11 @@ class FastoptOptimizer:
     _uses_step = True
     _step_kw = True
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls._hyper:
+            cls._hp_of = itemgetter(*cls._hyper)     # group -> tuple of the values
+
     # -- torch.optim.Optimizer hooks ----------------------------------------
 
     def _patch_step_function(self):
@@ -221,7 +226,7 @@ class FastoptOptimizer:
         params = group["params"]
         ptrs = [p.data_ptr() for p in params]
         gids = [id(p.grad) for p in params]
-        hp = self._getter()(group)
+        hp = self._hp_of(group)
         if hp != plan.hp:
             self._check_group(group, gi)
             if self._state_specs(group) != plan.specs:
@@ -243,13 +248,6 @@ class FastoptOptimizer:
             bound = True
         plan.last_gids, plan.last_hp = gids, hp
         return hp, bound
-
-    def _getter(self):
-        getter = type(self).__dict__.get("_fastopt_getter")
-        if getter is None:
-            getter = itemgetter(*self._hyper)
-            type(self)._fastopt_getter = getter
-        return getter
 
     def _run(self, plan, hp, bound):
         kernel = self._kernel
