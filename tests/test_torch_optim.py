@@ -214,19 +214,6 @@ def test_is_a_torch_optimizer_with_torch_signature():
 
 # -- flatten_ and the set_to_none trap -------------------------------------------
 
-def _two_runs(train):
-    data = batches("mlp", 8)
-    ref = make_model("mlp")
-    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
-    model = make_model("mlp")
-    flat = fot.flatten_(model)
-    opt = fot.Adam(model.parameters(), lr=1e-3)
-    for x, y in data:
-        train(ref, ref_opt, x, y)
-        train(model, opt, x, y)
-    return ref, model, opt, flat
-
-
 def test_flatten_makes_views_of_one_aligned_buffer():
     model = make_model("mlp")
     before = [p.detach().clone() for p in model.parameters()]
@@ -244,7 +231,14 @@ def test_flatten_makes_views_of_one_aligned_buffer():
 def test_flat_zero_grad_keeps_views():
     """opt.zero_grad() (set_to_none=True by default) zeroes the flat buffer in
     place: the next backward accumulates into the views, one kernel call."""
-    ref, model, opt, flat = _two_runs(train_step)
+    ref = make_model("mlp")
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    model = make_model("mlp")
+    flat = fot.flatten_(model)
+    opt = fot.Adam(model.parameters(), lr=1e-3)
+    for x, y in batches("mlp", 8):
+        train_step(ref, ref_opt, x, y)
+        train_step(model, opt, x, y)
     assert opt.last_step_calls == 1
     for p, q in zip(model.parameters(), ref.parameters()):
         assert p.grad.untyped_storage().data_ptr() == flat.grads.untyped_storage().data_ptr()
@@ -463,3 +457,32 @@ def test_mnist_accuracy_matches_torch_adam():
             accuracy.append((model(xt).argmax(1) == yt).float().mean().item())
     assert accuracy[0] > 0.85
     assert abs(accuracy[1] - accuracy[0]) <= 0.01
+
+
+def test_zero_grad_leaves_other_optimizers_slices_of_the_flat_buffer():
+    model = make_model("mlp")
+    fot.flatten_(model)
+    params = list(model.parameters())
+    first, second = fot.Adam(params[:4]), fot.Adam(params[4:])
+    nn.functional.cross_entropy(model(torch.randn(4, 784)), torch.tensor([1, 2, 3, 4])).backward()
+    kept = [p.grad.clone() for p in params[4:]]
+    first.zero_grad()
+    assert all(not p.grad.any() for p in params[:4])
+    for p, k in zip(params[4:], kept):
+        assert torch.equal(p.grad, k)
+    assert second.zero_grad() is None and all(not p.grad.any() for p in params)
+
+
+@pytest.mark.parametrize("mod", ["torch.optim", "fastopt.torch"])
+def test_step_between_forward_and_backward_is_caught_by_autograd(mod):
+    """The kernels write outside autograd, so step() bumps the parameters'
+    version counters as torch's in-place updates do: a backward through a
+    graph saved before the step raises instead of using the new weights."""
+    model = make_model("mlp")
+    opt = (torch.optim if mod == "torch.optim" else fot).SGD(model.parameters(), lr=0.1)
+    x, y = batches("mlp", 2)[0]
+    train_step(model, opt, x, y)
+    loss = nn.functional.cross_entropy(model(x), y)
+    opt.step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

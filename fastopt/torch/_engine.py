@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import fastopt
+from torch.autograd.graph import increment_version
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from fastopt.torch._flatten import aligned_zeros, check_tensor, grad_view
@@ -34,6 +35,20 @@ def _follows(a, b):
     """True if ``b``'s memory starts where ``a``'s ends, in the same storage."""
     return (a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
             and a.data_ptr() + 4 * a.numel() == b.data_ptr())
+
+
+def _adjacent(views):
+    """The views merged into 1-D tensors over runs of adjacent memory (only
+    this optimizer's own slices of a flat buffer another may share)."""
+    merged = []
+    for v in sorted(views, key=lambda v: v.data_ptr()):
+        last = merged[-1] if merged else None
+        if last is not None and _follows(last, v):
+            merged[-1] = last.new_empty(0).set_(last.untyped_storage(), last.storage_offset(),
+                                                (last.numel() + v.numel(),))
+        else:
+            merged.append(v.reshape(-1))
+    return merged
 
 
 class _Run:
@@ -73,6 +88,7 @@ class _Plan:
         self.buffers_np = {}
         self.steps_np = None
         self.fresh = set()
+        self.updated = []
 
 
 class FastoptOptimizer:
@@ -161,12 +177,12 @@ class FastoptOptimizer:
         buffer, zeroed in place (one pass per buffer), whatever
         ``set_to_none`` says; the others follow torch: ``.grad = None`` by
         default, zeroed in place with ``set_to_none=False``."""
-        flats = {}
+        views = []
         for group in self.param_groups:
             for p in group["params"]:
                 view = grad_view(p)
                 if view is not None:
-                    flats[view.untyped_storage().data_ptr()] = view
+                    views.append(view)
                     if p.grad is not view:
                         p.grad = view
                 elif p.grad is not None:
@@ -178,8 +194,8 @@ class FastoptOptimizer:
                         else:
                             p.grad.requires_grad_(False)
                         p.grad.zero_()
-        for view in flats.values():
-            view.untyped_storage().fill_(0)
+        for run in _adjacent(views):
+            run.zero_()
 
     # -- checks ---------------------------------------------------------------
 
@@ -258,6 +274,9 @@ class FastoptOptimizer:
             else:
                 kernel(**run.arrays, **kwargs, **self._step_arg(run))
             run.t += 1
+        if plan.runs:
+            # autograd's check that a saved tensor was not modified in place
+            increment_version(plan.updated)
         if self._uses_step and plan.runs:
             steps = plan.steps_np
             if plan.all_active:
@@ -328,6 +347,7 @@ class FastoptOptimizer:
         active = [j for j, p in enumerate(params) if p.grad is not None]
         plan.active = np.array(active, dtype=np.intp)
         plan.all_active = len(active) == len(params)
+        plan.updated = [params[j] for j in active]
         plan.ptrs = [p.data_ptr() for p in params]
         plan.grads = [p.grad for p in params]   # held: their ids stay unique
         plan.gids = [id(g) for g in plan.grads]
