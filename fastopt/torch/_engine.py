@@ -16,79 +16,12 @@ from operator import itemgetter
 
 import numpy as np
 import torch
-
-import fastopt
 from torch.autograd.graph import increment_version
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
+import fastopt
 from fastopt.torch._flatten import aligned_zeros, check_tensor, grad_view
-
-
-def _span(t, n):
-    """A NumPy view of ``n`` float32 elements of ``t``'s storage from ``t``'s first."""
-    base = torch.empty(0, dtype=torch.float32)
-    base.set_(t.untyped_storage(), t.storage_offset(), (n,))
-    return base.numpy()
-
-
-def _follows(a, b):
-    """True if ``b``'s memory starts where ``a``'s ends, in the same storage."""
-    return (a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-            and a.data_ptr() + 4 * a.numel() == b.data_ptr())
-
-
-def _adjacent(views):
-    """The views merged into 1-D tensors over runs of adjacent memory (only
-    this optimizer's own slices of a flat buffer another may share)."""
-    merged = []
-    for v in sorted(views, key=lambda v: v.data_ptr()):
-        last = merged[-1] if merged else None
-        if last is not None and _follows(last, v):
-            merged[-1] = last.new_empty(0).set_(last.untyped_storage(), last.storage_offset(),
-                                                (last.numel() + v.numel(),))
-        else:
-            merged.append(v.reshape(-1))
-    return merged
-
-
-class _Run:
-    """One kernel call: parameters ``index[0]..index[-1]`` of a group."""
-    __slots__ = ("index", "t", "arrays", "flat", "bound")
-
-    def __init__(self, index, t, arrays, flat):
-        self.index = index        # positions in group["params"]
-        self.t = t                # the 1-based step number of the next update
-        self.arrays = arrays      # kernel keyword -> ndarray (param, grad, state)
-        self.flat = flat          # gradients are flatten_ views
-        self.bound = None
-
-
-class _Plan:
-    """What a group's step needs, and the keys that say it is still valid."""
-
-    def __init__(self, group):
-        self.group = group
-        self.shapes = None
-        self.specs = None
-        self.buffers = {}         # state key -> flat tensor over the group's layout
-        self.steps = None         # flat float32 tensor of the step counts
-        self.ptrs = None
-        self.gids = None
-        self.hp = None
-        self.state = None
-        self.runs = []
-        self.active = None        # indices of the parameters with a gradient
-        self.all_active = False
-        self.last_gids = None
-        self.last_hp = None
-        self.bound_gids = None
-        self.bound_hp = None
-        self.grads = []
-        self.offsets = []
-        self.buffers_np = {}
-        self.steps_np = None
-        self.fresh = set()
-        self.updated = []
+from fastopt.torch._plan import Plan, Run, adjacent, follows, span
 
 
 class FastoptOptimizer:
@@ -147,7 +80,7 @@ class FastoptOptimizer:
         for i, group in enumerate(self.param_groups):
             plan = plans.get(i)
             if plan is None or plan.group is not group:
-                plan = plans[i] = _Plan(group)
+                plan = plans[i] = Plan(group)
             ready.append((plan, *self._prepare(plan, group, i)))
         calls = 0
         for plan, hp, bound in ready:
@@ -194,7 +127,7 @@ class FastoptOptimizer:
                         else:
                             p.grad.requires_grad_(False)
                         p.grad.zero_()
-        for run in _adjacent(views):
+        for run in adjacent(views):
             run.zero_()
 
     # -- checks ---------------------------------------------------------------
@@ -238,7 +171,8 @@ class FastoptOptimizer:
     # -- the step ---------------------------------------------------------------
 
     def _prepare(self, plan, group, gi):
-        """Check the group, rebuild or refresh its plan; (hyperparameters, use the bound kernels)."""
+        """Check the group and rebuild or refresh its plan; returns the
+        group's hyperparameters and whether the bound kernels apply."""
         params = group["params"]
         ptrs = [p.data_ptr() for p in params]
         gids = [id(p.grad) for p in params]
@@ -307,11 +241,11 @@ class FastoptOptimizer:
                 continue
             for j in run.index:
                 self._check_param(params[j], group, gi, j)
-            if not all(_follows(params[a].grad, params[b].grad)
+            if not all(follows(params[a].grad, params[b].grad)
                        for a, b in zip(run.index, run.index[1:])):
                 self._rebuild(plan, group, gi)
                 return
-            run.arrays["grad"] = _span(params[run.index[0]].grad, run.arrays["param"].size)
+            run.arrays["grad"] = span(params[run.index[0]].grad, run.arrays["param"].size)
             moved = True
         if moved:
             plan.bound_gids = None
@@ -417,7 +351,7 @@ class FastoptOptimizer:
                 start = None
                 continue
             if (start is not None and ages[j] == ages[j - 1] and flat[j] == flat[j - 1]
-                    and _follows(params[j - 1], p) and _follows(params[j - 1].grad, p.grad)):
+                    and follows(params[j - 1], p) and follows(params[j - 1].grad, p.grad)):
                 runs[-1].append(j)
             else:
                 runs.append([j])
@@ -428,7 +362,7 @@ class FastoptOptimizer:
     def _make_run(self, plan, params, index, age, flat):
         a, b = index[0], index[-1]
         lo, hi = plan.offsets[a], plan.offsets[b] + params[b].numel()
-        arrays = {"param": _span(params[a], hi - lo), "grad": _span(params[a].grad, hi - lo)}
+        arrays = {"param": span(params[a], hi - lo), "grad": span(params[a].grad, hi - lo)}
         for key, arg, _ in plan.specs:
             arrays[arg] = plan.buffers_np[key][lo:hi]
-        return _Run(index, age + 1, arrays, flat)
+        return Run(index, age + 1, arrays, flat)

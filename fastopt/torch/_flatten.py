@@ -38,7 +38,8 @@ class FlatBuffers:
         self.names = names
 
     def __repr__(self):
-        return f"<fastopt.torch.FlatBuffers: {len(self.names)} tensors, {self.params.numel()} elements>"
+        return (f"<fastopt.torch.FlatBuffers: {len(self.names)} tensors, "
+                f"{self.params.numel()} elements>")
 
 
 def _collect(module_or_params):
