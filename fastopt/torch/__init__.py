@@ -1,0 +1,25 @@
+"""fastopt.torch: drop-in CPU optimizers for PyTorch models.
+
+::
+
+    import fastopt.torch as fot
+    opt = fot.Adam(model.parameters(), lr=1e-3)     # instead of torch.optim.Adam
+
+``SGD``, ``Adagrad``, ``RMSprop``, ``Adam`` and ``AdamW`` are subclasses of
+the torch.optim classes of the same name (same arguments, defaults,
+parameter groups, ``state_dict``; any lr scheduler works) whose ``step``
+runs fastopt's fused kernels directly on the tensors' memory.
+:func:`flatten_` puts a model's parameters and gradients into one buffer
+each, so a step is one kernel call.  This module imports torch; ``import
+fastopt`` does not.
+"""
+
+try:
+    import torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - needs an environment without torch
+    raise ImportError("fastopt.torch needs PyTorch: pip install 'fastopt[torch]'") from exc
+
+from fastopt.torch._flatten import FlatBuffers, flatten_
+from fastopt.torch._optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
+
+__all__ = ["Adagrad", "Adam", "AdamW", "FlatBuffers", "RMSprop", "SGD", "flatten_"]

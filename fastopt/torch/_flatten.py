@@ -1,0 +1,130 @@
+"""flatten_: a model's parameters and gradients in one aligned buffer each."""
+
+import torch
+
+# The attribute a flattened parameter carries: its view of the flat gradient buffer.
+GRAD_VIEW = "_fastopt_grad_view"
+_ALIGN = 64
+
+
+def aligned_zeros(n, fill=0.0):
+    """A 1-D float32 CPU tensor of ``n`` elements filled with ``fill``, whose
+    first element is 64-byte aligned (the kernels' widest vector load)."""
+    extra = _ALIGN // 4
+    base = torch.empty(n + extra, dtype=torch.float32)
+    skip = (-base.data_ptr() % _ALIGN) // 4
+    flat = base[skip:skip + n]
+    flat.fill_(fill)
+    return flat
+
+
+def grad_view(p):
+    """The flat-buffer gradient view ``flatten_`` gave ``p``, or None (also
+    when ``p`` has been replaced by a tensor of another shape since)."""
+    view = getattr(p, GRAD_VIEW, None)
+    if view is None or view.shape != p.shape:
+        return None
+    return view
+
+
+class FlatBuffers:
+    """What :func:`flatten_` made: ``params`` and ``grads``, two 1-D float32
+    tensors whose consecutive slices are the parameters' data and gradients
+    (in the order of ``names``)."""
+
+    def __init__(self, params, grads, names):
+        self.params = params
+        self.grads = grads
+        self.names = names
+
+    def __repr__(self):
+        return (f"<fastopt.torch.FlatBuffers: {len(self.names)} tensors, "
+                f"{self.params.numel()} elements>")
+
+
+def _collect(module_or_params):
+    """(name, parameter) pairs, each parameter once (tied weights share one slot)."""
+    if isinstance(module_or_params, torch.nn.Module):
+        pairs = list(module_or_params.named_parameters())
+    elif isinstance(module_or_params, torch.Tensor):
+        raise TypeError("flatten_ takes an nn.Module or an iterable of parameters, "
+                        "got a single Tensor (wrap it in a list)")
+    else:
+        pairs = [(f"parameter {i}", p) for i, p in enumerate(module_or_params)]
+    seen, out = set(), []
+    for name, p in pairs:
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"flatten_: {name} must be a torch.Tensor, got {type(p).__name__}")
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append((name, p))
+    if not out:
+        raise ValueError("flatten_: there are no parameters to flatten")
+    return out
+
+
+def check_tensor(name, p):
+    """TypeError naming ``name`` unless ``p`` is a dense float32 CPU tensor."""
+    if p.device.type != "cpu":
+        raise TypeError(f"{name} is on {p.device}; fastopt.torch updates CPU tensors")
+    if p.dtype != torch.float32:
+        raise TypeError(f"{name} has dtype {p.dtype}; fastopt.torch needs float32")
+    if p.layout != torch.strided:
+        raise TypeError(f"{name} has layout {p.layout}; it must be dense")
+
+
+def _check(name, p):
+    check_tensor(f"flatten_: {name}", p)
+    if not p.is_leaf:
+        raise ValueError(f"flatten_: {name} is not a leaf tensor")
+    if p.grad is not None and p.grad.layout != torch.strided:
+        raise TypeError(f"flatten_: the gradient of {name} is sparse")
+
+
+@torch.no_grad()
+def flatten_(module_or_params):
+    """Move parameters and their gradients into one buffer each, in place.
+
+    ``module_or_params`` is an ``nn.Module`` (its ``parameters()``) or an
+    iterable of parameters: CPU, float32, dense leaf tensors.  Two buffers of
+    the total size are allocated, 64-byte aligned; each parameter's values
+    are copied into its slice of the first and ``p.data`` becomes that slice
+    (the ``Parameter`` object stays the same, so optimizers, ``state_dict``
+    and hooks still refer to it).  ``p.grad`` becomes the matching slice of
+    the second buffer, holding the old gradient or zeros.  Parameters are
+    laid out in order, without gaps, so a fastopt.torch optimizer updates a
+    whole flattened group in one kernel call.
+
+    Gradients: a backward accumulates into existing ``.grad`` tensors in
+    place, so the views stay in use as long as they are not replaced.
+    fastopt.torch optimizers' ``zero_grad()`` zeroes the flat gradient
+    buffer in place and keeps the views even with ``set_to_none=True`` (a
+    flattened parameter that gets no gradient from the next backward then
+    has a zero gradient, as with ``set_to_none=False``).  If something else
+    replaces a ``.grad`` (``model.zero_grad()`` sets it to None and the next
+    backward allocates a fresh one), the optimizer's ``step()`` copies it into
+    the flat buffer and restores the view: the result is the same, at the
+    cost of the copy.
+
+    Call it before creating the optimizer, or before its first ``step()``.
+    Returns a :class:`FlatBuffers` holding the two buffers.
+    """
+    pairs = _collect(module_or_params)
+    for name, p in pairs:
+        _check(name, p)
+    total = sum(p.numel() for _, p in pairs)
+    flat_p = aligned_zeros(total)
+    flat_g = aligned_zeros(total)
+    offset = 0
+    for _, p in pairs:
+        n = p.numel()
+        view_p = flat_p[offset:offset + n].view(p.shape)
+        view_g = flat_g[offset:offset + n].view(p.shape)
+        view_p.copy_(p)
+        if p.grad is not None:
+            view_g.copy_(p.grad)
+        p.data = view_p
+        p.grad = view_g
+        setattr(p, GRAD_VIEW, view_g)
+        offset += n
+    return FlatBuffers(flat_p, flat_g, [name for name, _ in pairs])

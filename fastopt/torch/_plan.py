@@ -1,0 +1,71 @@
+"""The data behind a fastopt.torch step: runs of adjacent memory and the
+per-group plan that caches them (see _engine)."""
+
+import torch
+
+
+def span(t, n):
+    """A NumPy view of ``n`` float32 elements of ``t``'s storage from ``t``'s first."""
+    base = torch.empty(0, dtype=torch.float32)
+    base.set_(t.untyped_storage(), t.storage_offset(), (n,))
+    return base.numpy()
+
+
+def follows(a, b):
+    """True if ``b``'s memory starts where ``a``'s ends, in the same storage."""
+    return (a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+            and a.data_ptr() + 4 * a.numel() == b.data_ptr())
+
+
+def adjacent(views):
+    """The views merged into 1-D tensors over runs of adjacent memory (only
+    this optimizer's own slices of a flat buffer another may share)."""
+    merged = []
+    for v in sorted(views, key=lambda v: v.data_ptr()):
+        last = merged[-1] if merged else None
+        if last is not None and follows(last, v):
+            merged[-1] = last.new_empty(0).set_(last.untyped_storage(), last.storage_offset(),
+                                                (last.numel() + v.numel(),))
+        else:
+            merged.append(v.reshape(-1))
+    return merged
+
+
+class Run:
+    """One kernel call: parameters ``index[0]..index[-1]`` of a group."""
+    __slots__ = ("index", "t", "arrays", "flat", "bound")
+
+    def __init__(self, index, t, arrays, flat):
+        self.index = index        # positions in group["params"]
+        self.t = t                # the 1-based step number of the next update
+        self.arrays = arrays      # kernel keyword -> ndarray (param, grad, state)
+        self.flat = flat          # gradients are flatten_ views
+        self.bound = None
+
+
+class Plan:
+    """What a group's step needs, and the keys that say it is still valid."""
+
+    def __init__(self, group):
+        self.group = group
+        self.shapes = None
+        self.specs = None
+        self.buffers = {}         # state key -> flat tensor over the group's layout
+        self.steps = None         # flat float32 tensor of the step counts
+        self.ptrs = None
+        self.gids = None
+        self.hp = None
+        self.state = None
+        self.runs = []
+        self.active = None        # indices of the parameters with a gradient
+        self.all_active = False
+        self.last_gids = None
+        self.last_hp = None
+        self.bound_gids = None
+        self.bound_hp = None
+        self.grads = []
+        self.offsets = []
+        self.buffers_np = {}
+        self.steps_np = None
+        self.fresh = set()
+        self.updated = []
