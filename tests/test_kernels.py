@@ -8,6 +8,7 @@ For each rule and every valid combination of its options (both conventions),
 * free-running: two trajectories of 100 steps, float32 kernel against
   float64 reference, must stay together to float32 accuracy.
 """
+import os
 import zlib
 
 import numpy as np
@@ -141,12 +142,23 @@ def test_simd_levels_are_bit_identical(rule, cfg):
                                           err_msg=f"{name}: {level} vs {levels[-1]}")
 
 
+@pytest.fixture(params=[True, False], ids=["prefetch", "no-prefetch"])
+def prefetch(request):
+    """Both prefetch settings, whatever this CPU's default, restored after."""
+    default = _kernels.build_info()["prefetch"]
+    _kernels.set_prefetch(request.param)
+    yield request.param
+    _kernels.set_prefetch(default)
+
+
 @pytest.mark.parametrize("rule,cfg", CASES, ids=IDS)
-def test_long_buffers_match_short_calls(rule, cfg):
+def test_long_buffers_match_short_calls(rule, cfg, prefetch):
     """From ``prefetch_min_elements`` up a kernel walks its buffers in blocks,
-    prefetching ahead, and from ``parallel_min_elements`` up it splits them
-    between threads; neither may change a bit.  The reference is the same
-    steps made by calls on short slices, which take the plain path."""
+    prefetching ahead (where the CPU's setting says so), and from
+    ``parallel_min_elements`` up it splits them between threads; neither may
+    change a bit.  The reference is the same steps made by calls on short
+    slices, which take the plain path."""
+    assert _kernels.build_info()["prefetch"] is prefetch
     info = _kernels.build_info()
     n = 2 * max(info["prefetch_min_elements"], info["parallel_min_elements"]) + 77
     rng = np.random.default_rng(_seed(rule, cfg) + 3)
@@ -221,3 +233,31 @@ def test_nan_gradient_without_skip_spreads_only_to_its_element():
     m, v = np.zeros(4, np.float32), np.zeros(4, np.float32)
     fastopt.adam_(p, g, m, v, step=1)  # PyTorch's behaviour: nan in, nan out
     assert np.isnan(p[1]) and np.isfinite(np.delete(p, 1)).all()
+
+
+def test_prefetch_default_follows_the_cpu_and_the_environment(tmp_path):
+    """On by default on Intel, off elsewhere; FASTOPT_PREFETCH overrides it,
+    and a value other than 0 or 1 is refused at import."""
+    import subprocess
+    import sys
+
+    code = "import fastopt; print(fastopt.build_info()['prefetch'])"
+    for value, expected in (("0", "False"), ("1", "True")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "FASTOPT_PREFETCH": value}, check=True,
+                             cwd=tmp_path)
+        assert out.stdout.strip() == expected
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "FASTOPT_PREFETCH": "yes"}, cwd=tmp_path)
+    assert bad.returncode != 0 and "FASTOPT_PREFETCH must be 0 or 1" in bad.stderr
+    with open("/proc/cpuinfo") if os.path.exists("/proc/cpuinfo") else open(os.devnull) as f:
+        intel = "GenuineIntel" in f.read()
+    env = {k: v for k, v in os.environ.items() if k != "FASTOPT_PREFETCH"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == str(intel)
+
+
+def test_set_prefetch_takes_a_bool():
+    with pytest.raises(TypeError, match="on must be a bool"):
+        _kernels.set_prefetch(1)

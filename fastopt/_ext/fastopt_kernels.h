@@ -73,8 +73,12 @@ typedef int (*fo_kernel_fn)(const void *args, ptrdiff_t lo, ptrdiff_t hi);
  * going, so asking ahead speeds up the rules that walk many buffers once
  * these no longer fit in L2 (in L3 or DRAM); on buffers that fit in L2 it
  * slows SGD down, hence the threshold.  Asking for more lines at once
- * (longer blocks) was slower.  The measurements are in BENCHMARKS.md.  A
- * prefetch never changes a result, and none reaches outside [lo, hi). */
+ * (longer blocks) was slower.  Whether it pays at all depends on the CPU's
+ * own prefetchers: it does on Intel's server cores and costs time on AMD's
+ * Zen cores, so it is chosen at run time (fo_prefetch, set at import from
+ * the CPU's vendor; FASTOPT_PREFETCH=0/1 overrides).  The measurements are
+ * in BENCHMARKS.md.  A prefetch never changes a result, and none reaches
+ * outside [lo, hi). */
 #ifndef FO_PREFETCH_AHEAD
 #define FO_PREFETCH_AHEAD 512 /* elements: 2 KiB, 32 lines, per buffer */
 #endif
@@ -82,6 +86,20 @@ typedef int (*fo_kernel_fn)(const void *args, ptrdiff_t lo, ptrdiff_t hi);
 #define FO_PREFETCH_MIN 131072
 #endif
 #define FO_BLOCK 64 /* elements per block: 4 lines per buffer */
+
+/* 1: the update rules prefetch ahead on long ranges (FO_BLOCKED); 0: they
+ * leave it to the hardware.  Read once per call. */
+static int fo_prefetch = 1;
+
+/* The prefetch default for this CPU: on for Intel, off elsewhere. */
+static int fo_prefetch_default(void) {
+#if FO_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") ? 1 : 0;
+#else
+    return 0;
+#endif
+}
 
 /* Ask for the lines FO_PREFETCH_AHEAD elements past block [b, b + FO_BLOCK)
  * of each of the n_streams buffers, if they end before hi. */
@@ -116,7 +134,7 @@ FO_INLINE int fo_pack(const float **s, int n) {
     do {                                                                       \
         const ptrdiff_t fo_hi = (HI);                                          \
         ptrdiff_t fo_b = (LO), fo_e;                                           \
-        if (FO_PREFETCH_AHEAD > 0 && fo_hi - fo_b >= FO_PREFETCH_MIN) {        \
+        if (fo_prefetch && fo_hi - fo_b >= FO_PREFETCH_MIN) {                  \
             for (; fo_b + FO_BLOCK <= fo_hi; fo_b += FO_BLOCK) {               \
                 fo_e = fo_b + FO_BLOCK;                                        \
                 fo_ahead((STREAMS), (N_STREAMS), fo_b, fo_hi);                 \

@@ -61,6 +61,8 @@ cdef extern from "fastopt_kernels.h" nogil:
     int FO_PARALLEL_MIN
     int FO_PREFETCH_MIN
     int FO_PREFETCH_AHEAD
+    int fo_prefetch
+    int fo_prefetch_default()
     int fo_best_simd()
     int fo_select_simd(int idx)
     const char *fo_simd_name(int idx)
@@ -133,6 +135,18 @@ def set_simd_level(name):
                      f"{[fo_simd_name(i).decode() for i in range(fo_n_simd())]}")
 
 
+def set_prefetch(on):
+    """Switch the update rules' software prefetch on long buffers on or off.
+
+    The default is chosen at import from the CPU (on for Intel, off for
+    AMD and others; ``FASTOPT_PREFETCH=0`` or ``1`` overrides it).  For
+    benchmarking: results are bit-identical either way.  Raises TypeError if
+    ``on`` is not a bool.
+    """
+    global fo_prefetch
+    fo_prefetch = _flag(on, "on")
+
+
 def build_info():
     """What the extension was compiled with and what it uses at run time."""
     return {
@@ -142,6 +156,7 @@ def build_info():
         "openmp": bool(fo_openmp_enabled()),
         "max_threads": fo_max_threads(),
         "parallel_min_elements": FO_PARALLEL_MIN,
+        "prefetch": bool(fo_prefetch),
         "prefetch_min_elements": FO_PREFETCH_MIN,
         "prefetch_ahead_elements": FO_PREFETCH_AHEAD,
         "flush_subnormals": bool(fo_flush_subnormals),
@@ -162,4 +177,16 @@ def _select_initial_simd():
         set_simd_level(requested)
 
 
+def _select_initial_prefetch():
+    import os
+    global fo_prefetch
+    fo_prefetch = fo_prefetch_default()
+    requested = os.environ.get("FASTOPT_PREFETCH")
+    if requested is not None:
+        if requested not in ("0", "1"):
+            raise ValueError(f"FASTOPT_PREFETCH must be 0 or 1, got {requested!r}")
+        fo_prefetch = requested == "1"
+
+
 _select_initial_simd()
+_select_initial_prefetch()

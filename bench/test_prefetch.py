@@ -1,0 +1,65 @@
+"""Software prefetch on and off, for every rule, on the CPU at hand.
+
+fastopt chooses at import whether the update rules prefetch ahead on long
+buffers (on for Intel, off for AMD and others; ``build_info()['prefetch']``).
+This benchmark shows whether that choice is right here: each round runs the
+same step with the CPU's default setting ("fastopt") and with the other one,
+in a shuffled order, so a drifting host cannot decide the comparison.  The
+report reads these groups as paired groups ("vs fastopt" above 1 means the
+other setting is slower).  Results are bit-identical either way (checked).
+"""
+import time
+
+import numpy as np
+import pytest
+
+from bench import impls
+from fastopt import _kernels
+
+ROUNDS = 25
+
+
+@pytest.mark.parametrize("rule", impls.RULES)
+def test_prefetch_paired(benchmark, thread_limit, request, rule, size, threads):
+    if size < _kernels.build_info()["prefetch_min_elements"]:
+        pytest.skip("buffers this short are never prefetched")
+    default = _kernels.build_info()["prefetch"]
+    other = f"fastopt, prefetch {'off' if default else 'on'}"
+    p0, g0 = impls.start(size)
+    steps, results = {}, {}
+    for name, setting in (("fastopt", default), (other, not default)):
+        step, result = impls.make_fastopt(rule, p0, g0)
+        steps[name] = _with_prefetch(step, setting, default)
+        results[name] = result
+    times = {name: [] for name in steps}
+    order = np.random.default_rng(size + threads)
+    with thread_limit(threads):
+        def one_round():
+            for name in order.permutation(list(steps)):
+                start = time.perf_counter()
+                steps[name]()
+                times[name].append(time.perf_counter() - start)
+
+        benchmark.group = f"prefetch: {rule} n={size} {threads}t, paired"
+        benchmark.extra_info.update({"rule": rule, "impl": "one round", "size": size,
+                                     "threads": threads, "paired": True,
+                                     "prefetch_default": default})
+        benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+    np.testing.assert_array_equal(results["fastopt"](), results[other]())
+    ours = np.array(times["fastopt"])
+    benchmark.extra_info["times"] = {
+        name: {"median": float(np.median(t)), "min": float(np.min(t)),
+               "ratio": float(np.median(np.array(t) / ours)),
+               "bytes": impls.BYTES[rule] * size}
+        for name, t in times.items()}
+
+
+def _with_prefetch(step, setting, default):
+    """``step`` run with prefetch set to ``setting``, the default restored."""
+    def run():
+        _kernels.set_prefetch(setting)
+        try:
+            step()
+        finally:
+            _kernels.set_prefetch(default)
+    return run
