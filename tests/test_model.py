@@ -432,3 +432,79 @@ def test_a_wrong_type_is_a_type_error(call, match):
     with pytest.raises(TypeError, match=match):
         call(model, x, y)
     np.testing.assert_array_equal(model.params.data, before)
+
+
+# -- threads: the trainer's matrix products, one thread by default -------------------------
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return {i["filepath"]: i["num_threads"] for i in threadpool_info()
+            if i["user_api"] == "blas"}
+
+
+def test_fit_runs_blas_on_one_thread_by_default_and_restores_it():
+    """With threads='auto' every BLAS library runs one thread during fit,
+    evaluate and predict (as seen from a callback), and the caller's setting
+    is back afterwards; threads=n asks for n."""
+    from threadpoolctl import threadpool_limits
+
+    from fastopt.callbacks import Callback
+
+    class Record(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_batch_end(self, batch, logs=None):
+            self.seen.append(set(_blas_threads().values()))
+
+    x, y = _data(n=96, d=8)
+    model = MLP([8, 16, 3], seed=0).compile("adam", metrics=["accuracy"])
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        record = Record()
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[record])
+        assert record.seen and all(s == {1} for s in record.seen)
+        assert _blas_threads() == before
+        record2 = Record()
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[record2], threads=2)
+        assert record2.seen and all(s == {2} for s in record2.seen)
+        assert _blas_threads() == before
+
+
+def test_fit_gives_the_same_bits_whatever_the_callers_blas_threads():
+    """The default does not depend on how many threads BLAS was given, at
+    sizes where OpenBLAS splits a product over two threads and one and two
+    threads give different bits (checked first: without that the test
+    would prove nothing, and it says so)."""
+    from threadpoolctl import threadpool_limits
+
+    x, y = _data(n=256, d=300, classes=4)
+
+    def trained(**fit_args):
+        model = MLP([300, 64, 32, 4], seed=3).compile("adam")
+        model.fit(x, y, batch_size=32, epochs=2, verbose=0, **fit_args)
+        return model.params.data.copy()
+
+    if np.array_equal(trained(threads=1), trained(threads=2)):
+        pytest.skip("this BLAS gives the same bits on one and two threads here")
+    weights = []
+    for limit in (1, 2):
+        with threadpool_limits(limits=limit, user_api="blas"):
+            weights.append(trained())
+    np.testing.assert_array_equal(weights[0], weights[1])
+
+
+@pytest.mark.parametrize("threads,error", [("many", ValueError), (0, ValueError),
+                                           (1.5, TypeError), (True, TypeError)])
+def test_threads_is_checked_before_anything_runs(threads, error):
+    x, y = _data()
+    model = MLP([6, 8, 3], seed=0).compile("adam")
+    before = model.params.data.copy()
+    with pytest.raises(error, match="threads"):
+        model.fit(x, y, epochs=1, verbose=0, threads=threads)
+    with pytest.raises(error, match="threads"):
+        model.evaluate(x, y, threads=threads)
+    with pytest.raises(error, match="threads"):
+        model.predict(x, threads=threads)
+    np.testing.assert_array_equal(model.params.data, before)

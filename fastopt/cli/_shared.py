@@ -108,7 +108,8 @@ def add_run_options(parser, *, epochs, epochs_help):
     parser.add_argument("--limit", type=positive_int, metavar="N",
                         help="train on the first N training images only")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=positive_int, help="BLAS and OpenMP threads")
+    parser.add_argument("--threads", type=positive_int, help="BLAS and OpenMP threads (default: the kernels "
+                        "choose, and training runs its matrix products on one thread)")
     add_data_option(parser)
 
 

@@ -55,8 +55,10 @@ def run(args):
         print(f"\nRetraining the best configuration ({_fmt_trial(best)}) on all "
               f"{len(x):,} training samples and testing it:")
         model = _build(best, x.shape[1], args.seed)
-        model.fit(x, y, batch_size=best.get("batch_size", 32), epochs=args.epochs, verbose=0)
-        loss, acc = model.evaluate(xt, yt)
+        threads = args.threads or "auto"
+        model.fit(x, y, batch_size=best.get("batch_size", 32), epochs=args.epochs, verbose=0,
+                  threads=threads)
+        loss, acc = model.evaluate(xt, yt, threads=threads)
     print(f"Test loss {loss:.4f} - test accuracy {acc:.4f}")
     if args.output:
         payload = {"method": args.method, "epochs": args.epochs, "trials": ranked,
@@ -141,7 +143,8 @@ def _score(k, trial, n_trials, x, y, args):
         model = _build(trial, x.shape[1], args.seed)
         start = time.perf_counter()
         hist = model.fit(x, y, batch_size=trial.get("batch_size", 32), epochs=args.epochs,
-                         validation_split=args.validation_split, verbose=0)
+                         validation_split=args.validation_split, verbose=0,
+                         threads=args.threads or "auto")
     except (ValueError, FloatingPointError) as exc:
         print(f"  [{k}/{n_trials}] {trial}: failed ({exc})")
         return {**trial, "val_accuracy": float("nan"), "val_loss": float("nan"),

@@ -86,7 +86,7 @@ def run(args):
         start = time.perf_counter()
         history = _fit(model, x, y, cfg, args, resumed.epoch if resumed else 0)
         seconds = time.perf_counter() - start
-        loss, acc = model.evaluate(xt, yt)
+        loss, acc = model.evaluate(xt, yt, threads=args.threads or "auto")
     print(f"Test loss {loss:.4f} - test accuracy {acc:.4f} ({round(acc * len(xt)):,}/"
           f"{len(xt):,}) - training took {seconds:.1f}s")
     _write_outputs(args, model, history, f"MLP {architecture(sizes)}, {cfg['optimizer']}")
@@ -162,7 +162,8 @@ def _fit(model, x, y, cfg, args, initial_epoch):
     try:
         return model.fit(x, y, batch_size=cfg["batch_size"], epochs=cfg["epochs"],
                          validation_split=cfg["validation_split"], verbose=verbose,
-                         callbacks=callbacks, initial_epoch=initial_epoch)
+                         callbacks=callbacks, initial_epoch=initial_epoch,
+                         threads=args.threads or "auto")
     except KeyboardInterrupt:
         saved = checkpoint.saved_epoch if checkpoint else None
         raise _shared.Interrupted(interrupted_message(args.checkpoint, saved, args.resume)) \

@@ -24,6 +24,7 @@ from fastopt.training import architecture, data, files
 from fastopt.training.callbacks import CallbackList, History, ModelCheckpoint, \
     resolve_verbose
 from fastopt.training.loop import FitRun
+from fastopt.training.threads import blas_threads, check_threads
 
 __all__ = ["History", "MLP"]
 
@@ -154,7 +155,8 @@ class MLP:
         x, y = self._dataset(x, y)
         if len(x) == 0:
             raise ValueError("x holds no samples")
-        return self._network(len(x)).gradients(x, y)[0]
+        with blas_threads("auto"):
+            return self._network(len(x)).gradients(x, y)[0]
 
     def train_on_batch(self, x, y):
         """One optimizer step on one batch; returns its mean loss."""
@@ -166,7 +168,7 @@ class MLP:
     # -- fit / evaluate / predict --------------------------------------------
     def fit(self, x, y, batch_size=32, epochs=1, verbose="auto", validation_split=0.0,
             validation_data=None, shuffle=True, callbacks=None, checkpoint=None,
-            initial_epoch=0, on_nonfinite="raise"):
+            initial_epoch=0, on_nonfinite="raise", threads="auto"):
         """Train, as Keras' ``fit``; returns a :class:`History`.
 
         ``batch_size`` may be anything from 1 (per-sample SGD) to ``len(x)``
@@ -192,8 +194,15 @@ class MLP:
         naming the epoch and batch, the weights being those before that
         batch; with ``'skip'`` the update is skipped and counted in the
         history's 'skipped_steps'.
+
+        ``threads``: how many threads the matrix products use; 'auto'
+        (default) is one, which a mini-batch's products are too small to
+        share on a machine where other programs run
+        (:mod:`fastopt.training.threads`), and gives the same bits whatever
+        the load; an int asks for that many.
         """
         self._require_optimizer()
+        threads = check_threads(threads)
         check_choice(on_nonfinite, "on_nonfinite", ("raise", "skip"))
         verbose = resolve_verbose(verbose)
         callbacks = CallbackList(callbacks).callbacks  # checked before anything runs
@@ -217,7 +226,8 @@ class MLP:
         callback_list = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
                                      model=self, verbose=verbose, epochs=epochs,
                                      steps=run.steps, history=self.history if resumed else None)
-        return run.run(callback_list, initial_epoch, epochs)
+        with blas_threads(threads):
+            return run.run(callback_list, initial_epoch, epochs)
 
     def _training_network(self, rows):
         """The training pass for batches of ``rows``, kept between fits."""
@@ -239,30 +249,36 @@ class MLP:
         return self.objective.logs(self.objective.mean_loss(total_loss, len(x)),
                                    total_correct, len(x))
 
-    def evaluate(self, x, y, batch_size=None, verbose=0):
+    def evaluate(self, x, y, batch_size=None, verbose=0, threads="auto"):
         """Mean loss over (x, y), and accuracy if compiled with it: a float,
         or ``[loss, accuracy]`` (as Keras).  ``batch_size`` only sets the
         chunk size of the computation, not the result.  A model loaded with
-        :meth:`load` evaluates with the loss it was compiled with."""
+        :meth:`load` evaluates with the loss it was compiled with.
+        ``threads`` as in :meth:`fit`."""
         self._require_loss()
+        threads = check_threads(threads)
         x, y = self._dataset(x, y)
         if len(x) == 0:
             raise ValueError("x holds no samples")
         chunk = 1024 if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
-        logs = self._evaluate(x, y, chunk)
+        with blas_threads(threads):
+            logs = self._evaluate(x, y, chunk)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return [logs["loss"], logs["accuracy"]] if self.metrics else logs["loss"]
 
-    def predict(self, x, batch_size=1024):
+    def predict(self, x, batch_size=1024, threads="auto"):
         """The model's outputs for ``x`` (class probabilities with a softmax
-        output), float32 of shape (N, outputs)."""
+        output), float32 of shape (N, outputs).  ``threads`` as in
+        :meth:`fit`."""
+        threads = check_threads(threads)
         x = data.as_inputs(x, self.layer_sizes[0])
         rows = max(1, min(check_int(batch_size, "batch_size", minimum=1), len(x)))
         network = self._network(rows, loss=False)
         out = np.empty((len(x), self.layer_sizes[-1]), np.float32)
-        for lo in range(0, len(x), rows):
-            network.forward(x[lo:lo + rows], out[lo:lo + rows])
+        with blas_threads(threads):
+            for lo in range(0, len(x), rows):
+                network.forward(x[lo:lo + rows], out[lo:lo + rows])
         return out
 
     # -- training state --------------------------------------------------------
