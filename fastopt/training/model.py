@@ -195,11 +195,8 @@ class MLP:
         batch; with ``'skip'`` the update is skipped and counted in the
         history's 'skipped_steps'.
 
-        ``threads``: how many threads the matrix products use; 'auto'
-        (default) is one, which a mini-batch's products are too small to
-        share on a machine where other programs run
-        (:mod:`fastopt.training.threads`), and gives the same bits whatever
-        the load; an int asks for that many.
+        ``threads``: the matrix products' threads; 'auto' (default) is one,
+        as :mod:`fastopt.training.threads` explains; an int asks for that many.
         """
         self._require_optimizer()
         threads = check_threads(threads)
