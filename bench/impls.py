@@ -166,3 +166,14 @@ def make_torch(rule, p0, g0, mode, tensors=1):
 def torch_modes(rule):
     modes = ["fused", "foreach", "forloop"]
     return modes if rule in TORCH_FUSED else modes[1:]
+
+
+def paired_times(times, **extra):
+    """``extra_info['times']`` of a paired group from each implementation's
+    per-round seconds (``times[name]``, rounds aligned): its median, its
+    minimum, and the median of its per-round ratios to "fastopt"; ``extra``
+    is added to every entry."""
+    ours = np.array(times["fastopt"])
+    return {name: {"median": float(np.median(t)), "min": float(np.min(t)),
+                   "ratio": float(np.median(np.array(t) / ours)), **extra}
+            for name, t in times.items()}

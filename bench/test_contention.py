@@ -21,6 +21,8 @@ import time
 import numpy as np
 import pytest
 
+from bench import impls
+
 ROUNDS = 3
 SETTINGS = {"fastopt": [], "--threads 1": ["--threads", "1"], "--threads 2": ["--threads", "2"]}
 BUSY = "while True: pass"
@@ -70,9 +72,7 @@ def test_train_under_load(benchmark, request, tmp_path, busy):
         benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
     finally:
         _stop(procs)
-    ours = np.array(epoch["fastopt"])
-    benchmark.extra_info["times"] = {
-        name: {"median": float(np.median(t)), "min": float(np.min(t)),
-               "ratio": float(np.median(np.array(t) / ours)),
-               "command_median": float(np.median(wall[name]))}
-        for name, t in epoch.items()}
+    times = impls.paired_times(epoch)
+    for name, entry in times.items():
+        entry["command_median"] = float(np.median(wall[name]))
+    benchmark.extra_info["times"] = times

@@ -131,12 +131,7 @@ def test_step_paired(benchmark, thread_limit, request, rule, size, threads):
         benchmark.extra_info.update({"rule": rule, "impl": "one round", "size": size,
                                      "threads": threads, "paired": True})
         benchmark.pedantic(one_round, rounds=PAIRED_ROUNDS, iterations=1)
-    ours = np.array(times["fastopt"])
-    benchmark.extra_info["times"] = {
-        name: {"median": float(np.median(t)), "min": float(np.min(t)),
-               "ratio": float(np.median(np.array(t) / ours)),
-               "bytes": impls.BYTES[rule] * size}
-        for name, t in times.items()}
+    benchmark.extra_info["times"] = impls.paired_times(times, bytes=impls.BYTES[rule] * size)
 
 
 SEED_MODEL_TENSORS = [784 * 32, 32, 32 * 64, 64, 64 * 128, 128, 128 * 256, 256, 256 * 10, 10]

@@ -46,12 +46,7 @@ def test_prefetch_paired(benchmark, thread_limit, request, rule, size, threads):
                                      "prefetch_default": default})
         benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
     np.testing.assert_array_equal(results["fastopt"](), results[other]())
-    ours = np.array(times["fastopt"])
-    benchmark.extra_info["times"] = {
-        name: {"median": float(np.median(t)), "min": float(np.min(t)),
-               "ratio": float(np.median(np.array(t) / ours)),
-               "bytes": impls.BYTES[rule] * size}
-        for name, t in times.items()}
+    benchmark.extra_info["times"] = impls.paired_times(times, bytes=impls.BYTES[rule] * size)
 
 
 def _with_prefetch(step, setting, default):
