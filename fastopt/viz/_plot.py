@@ -104,8 +104,10 @@ def animate_paths(result, path, frames=120, fps=20):
 
     fig = draw_paths(result)
     FigureCanvasAgg(fig)
+    n = len(result["optimizers"])
     lines = [line for ax in fig.axes for line in ax.get_lines()
-             if line.get_label() in result["optimizers"] and line.get_marker() == "None"]
+             if line.get_label() in result["optimizers"]]  # the paths, then the losses
+    heads = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o"]
     data = [line.get_data() for line in lines]
     longest = max(len(x) for x, _ in data)
     ends = np.unique(np.linspace(1, longest, min(frames, longest)).astype(int))
@@ -113,7 +115,9 @@ def animate_paths(result, path, frames=120, fps=20):
     def update(end):
         for line, (x, y) in zip(lines, data):
             line.set_data(x[:end], y[:end])
-        return lines
+        for head, (x, y) in zip(heads, data[:n]):  # each path's current point
+            head.set_data(x[:end][-1:], y[:end][-1:])
+        return lines + heads
 
     FuncAnimation(fig, update, frames=ends, blit=False).save(
         path, writer=PillowWriter(fps=fps), dpi=80)
