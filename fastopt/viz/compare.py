@@ -18,7 +18,7 @@ _KERAS_ARGS = {v: k for k, v in _specs.KERAS_NAMES.items()}
 
 
 def compare(optimizers=None, *, batch_sizes=None, lrs=None, optimizer="sgd", batch_size=128,
-            epochs=5, hidden=(32,), data=None, limit=None, validation_split=0.1, seed=0,
+            epochs=5, hidden=(128,), data=None, limit=None, validation_split=0.1, seed=0,
             draw=None):
     """Train one MLP per run and return the numbers (a dict).
 
@@ -30,7 +30,8 @@ def compare(optimizers=None, *, batch_sizes=None, lrs=None, optimizer="sgd", bat
     ``MLP(sizes, seed=seed)``) and shuffles in the same order; it trains on
     MNIST (``data``: a directory of the IDX files, default the bundled copy;
     ``limit``: the first N training images), holding out the last
-    ``validation_split``.
+    ``validation_split``.  The model: ``MLP([784, *hidden, 10])`` (ReLU,
+    softmax output, sparse categorical cross-entropy, accuracy).
 
     Returns 'runs' (the labels), 'varied', 'title', 'table' (one row per run
     of :data:`TABLE_COLUMNS`: the last epoch's values of the History ``fit``
