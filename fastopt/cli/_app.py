@@ -6,14 +6,16 @@ import signal
 import sys
 
 import fastopt.cli.bench as bench
+import fastopt.cli.compare as compare
 import fastopt.cli.evaluate as evaluate
 import fastopt.cli.info as info
+import fastopt.cli.paths as paths
 import fastopt.cli.predict as predict
 import fastopt.cli.search as search
 import fastopt.cli.train as train
 from fastopt.cli._shared import CLIError, Interrupted, Parser
 
-COMMANDS = (train, evaluate, predict, search, bench, info)
+COMMANDS = (train, evaluate, predict, search, compare, paths, bench, info)
 
 # Errors a user can cause (a bad value, a missing, unreadable or corrupt file, a
 # diverging run) are reported as one line; any other exception is a bug in fastopt
