@@ -103,6 +103,7 @@ include "checks.pxi"
 include "updates.pxi"
 include "losses.pxi"
 include "layers.pxi"
+include "network_args.pxi"
 include "network.pxi"
 
 
