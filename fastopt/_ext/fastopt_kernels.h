@@ -523,7 +523,9 @@ FO_INLINE int fo_lion_body(const fo_lion_args *a, float *restrict P,
         float d = gscale * g;
         d = has_wd ? d + wd * p : d;
         const float c = M[i] * beta1 + d * one_m_beta1;
-        const float s = c > 0.0f ? 1.0f : (c < 0.0f ? -1.0f : c);
+        /* sign as two selects and a nan select: a nested select became a branch */
+        float s = (c > 0.0f ? 1.0f : 0.0f) - (c < 0.0f ? 1.0f : 0.0f);
+        s = c != c ? c : s;
         P[i] = p + neg_lr * s;
         M[i] = M[i] * beta2 + d * one_m_beta2;
     }
