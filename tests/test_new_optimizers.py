@@ -250,3 +250,22 @@ def test_state_dict_round_trip_continues_identically(make):
         a.step()
         b.step()
     np.testing.assert_array_equal(a_flat.data, b_flat.data)
+
+
+@pytest.mark.parametrize("convention", ["torch", "keras"])
+def test_nadam_product_does_not_depend_on_the_call_history(convention):
+    """prod(t) is continued from the previous step when it can be; the
+    bits are those of a computation from step 1."""
+    n = 64
+    rng = np.random.default_rng(6)
+    grads = [rng.standard_normal(n).astype(np.float32) for _ in range(1000)]  # past mu(t) == beta1
+    results = []
+    for interleave in (False, True):
+        p, m, v = np.ones(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
+        for step, g in enumerate(grads, 1):
+            if interleave:  # another beta1 in between: computed from scratch
+                e = np.zeros(1, np.float32)
+                fastopt.nadam_(e, e.copy(), e.copy(), e.copy(), step=step, beta1=0.5)
+            fastopt.nadam_(p, g, m, v, step=step, momentum_decay=5.0, convention=convention)
+        results.append(p)
+    np.testing.assert_array_equal(results[0], results[1])
