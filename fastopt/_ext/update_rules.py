@@ -401,8 +401,9 @@ PyTorch rule (``convention='torch'``, ``torch.optim.NAdam``)::
     param = param - lr * (1 - mu(step)) / (1 - prod(step)) * g / denom
     param = param - lr * mu(step+1) / (1 - prod(step+1)) * exp_avg / denom
 
-``prod`` (PyTorch's ``mu_product`` state) is recomputed in double from
-``step`` on every call, so the kernel keeps no scalar state.
+``prod`` (PyTorch's ``mu_product`` state) is computed in double from
+``step`` (continuing the previous call's product when it can, with the
+same bits), so the caller keeps no scalar state.
 
 Keras rule (``convention='keras'``, ``keras.optimizers.Nadam``): the same
 update with Keras' momentum schedule ``mu(t) = beta1 * (1 - 0.5 *
