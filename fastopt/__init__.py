@@ -18,14 +18,16 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         "source checkout."
     ) from exc
 
-from fastopt._kernels import (BoundUpdate, adagrad_, adam_, adamw_, all_finite, bind,
-                              binary_cross_entropy, build_info, mean_squared_error,
-                              rmsprop_, sgd_, softmax_cross_entropy, sum_squares)
+from fastopt._kernels import (BoundUpdate, adadelta_, adagrad_, adam_, adamax_, adamw_,
+                              all_finite, bind, binary_cross_entropy, build_info, lion_,
+                              mean_squared_error, nadam_, rmsprop_, sgd_,
+                              softmax_cross_entropy, sum_squares)
 from fastopt import callbacks, checkpoint, datasets, optim, schedules  # noqa: E402
 from fastopt.optim.flat import FlatParameters
 from fastopt.training import MLP, History
 
-__all__ = ["BoundUpdate", "FlatParameters", "History", "MLP", "adagrad_", "adam_", "adamw_",
+__all__ = ["BoundUpdate", "FlatParameters", "History", "MLP", "adadelta_", "adagrad_", "adam_",
+           "adamax_", "adamw_", "lion_", "nadam_",
            "all_finite", "bind", "binary_cross_entropy", "build_info", "callbacks", "checkpoint", "datasets", "mean_squared_error", "optim",
            "rmsprop_", "schedules", "sgd_", "softmax_cross_entropy", "sum_squares",
            "__version__"]

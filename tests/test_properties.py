@@ -22,7 +22,7 @@ from hypothesis.extra import numpy as hnp  # noqa: E402
 
 import fastopt  # noqa: E402
 import reference  # noqa: E402
-from rules import SGD, Adagrad, Adam, RMSprop  # noqa: E402
+from rules import SGD, Adadelta, Adagrad, Adam, Adamax, Lion, NAdam, RMSprop  # noqa: E402
 
 settings.register_profile("default", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -51,6 +51,23 @@ RULES = {
                "weight_decay": st.floats(0, 0.1), "amsgrad": st.booleans(),
                "decoupled_weight_decay": st.booleans(), "step": st.integers(1, 5),
                "maximize": st.booleans()}),
+    "nadam_": (["param", "grad", "exp_avg", "exp_avg_sq"], [],
+               {"lr": small, "beta1": unit_open, "beta2": unit_open, "eps": st.floats(1e-8, 1e-2),
+                "weight_decay": st.floats(0, 0.1), "momentum_decay": st.floats(0, 0.1),
+                "decoupled_weight_decay": st.booleans(), "step": st.integers(1, 5),
+                "maximize": st.booleans(), "convention": st.sampled_from(["torch", "keras"])}),
+    "adamax_": (["param", "grad", "exp_avg", "exp_inf"], [],
+                {"lr": small, "beta1": unit_open, "beta2": unit_open,
+                 "eps": st.floats(1e-8, 1e-2), "weight_decay": st.floats(0, 0.1),
+                 "decoupled_weight_decay": st.booleans(), "step": st.integers(1, 5),
+                 "maximize": st.booleans(), "convention": st.sampled_from(["torch", "keras"])}),
+    "adadelta_": (["param", "grad", "square_avg", "acc_delta"], [],
+                  {"lr": small, "rho": st.floats(0, 1), "eps": st.floats(1e-8, 1e-2),
+                   "weight_decay": st.floats(0, 0.1), "decoupled_weight_decay": st.booleans(),
+                   "maximize": st.booleans()}),
+    "lion_": (["param", "grad", "exp_avg"], [],
+              {"lr": small, "beta1": small, "beta2": small, "weight_decay": st.floats(0, 0.1),
+               "decoupled_weight_decay": st.booleans(), "maximize": st.booleans()}),
 }
 # a value of each hyperparameter that is always invalid, and the exception
 BAD_HYPER = {
@@ -69,9 +86,18 @@ BAD_HYPER = {
     "amsgrad": [(None, TypeError)],
     "centered": [(0, TypeError)],
     "decoupled_weight_decay": [("no", TypeError)],
+    "rho": [(1.5, ValueError), (-0.1, ValueError), ("0.9", TypeError)],
+    "momentum_decay": [(-0.1, ValueError), (math.nan, ValueError)],
+    "convention": [("tf", ValueError), (1, TypeError)],
 }
-RULE_BY_KERNEL = {"sgd_": SGD(), "adagrad_": Adagrad(), "rmsprop_": RMSprop(), "adam_": Adam()}
-STATE_NONNEG = {"state_sum", "square_avg", "exp_avg_sq", "max_exp_avg_sq"}
+# Lion's betas may be 1 (Keras allows beta_1 = 1): its own invalid values
+BAD_HYPER_OF = {"lion_": {"beta1": [(1.5, ValueError), (-0.1, ValueError)],
+                          "beta2": [(math.nan, ValueError), (2.0, ValueError)]}}
+RULE_BY_KERNEL = {"sgd_": SGD(), "adagrad_": Adagrad(), "rmsprop_": RMSprop(), "adam_": Adam(),
+                  "nadam_": NAdam(), "adamax_": Adamax(), "adadelta_": Adadelta(),
+                  "lion_": Lion()}
+STATE_NONNEG = {"state_sum", "square_avg", "exp_avg_sq", "max_exp_avg_sq", "exp_inf",
+                "acc_delta"}
 
 
 @st.composite
@@ -165,9 +191,9 @@ def _inject(rule, hyper, arrays, defect, target, pick):
         arrays[target] = base[shift:shift + n]
         return ValueError
     if defect == "hyper":
-        name = sorted(k for k in hyper if k in BAD_HYPER)[pick % len([k for k in hyper
-                                                                      if k in BAD_HYPER])]
-        value, exc = BAD_HYPER[name][pick % len(BAD_HYPER[name])]
+        bad = {**BAD_HYPER, **BAD_HYPER_OF.get(rule, {})}
+        name = sorted(k for k in hyper if k in bad)[pick % len([k for k in hyper if k in bad])]
+        value, exc = bad[name][pick % len(bad[name])]
         hyper[name] = value
         return exc
     return None

@@ -376,6 +376,188 @@ FO_INLINE int fo_adam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* NAdam (Nesterov Adam), in PyTorch's or Keras' form (one body).
+ *
+ *   p <- p * p_scale;  d = gscale * g [+ wd * p]
+ *   m <- m + (1 - beta1) * (d - m)
+ *   v <- beta2 * v + (1 - beta2) * d * d
+ *   den = sqrt(v / bc2) + eps
+ *   p <- (p + cg * (d / den)) + cm * (m / den)
+ *
+ * mu_t = beta1 (1 - 0.5 * 0.96^(t * momentum_decay)), prod_t = mu_1 ... mu_t
+ * (in double, from t); cg = -lr (1 - mu_t) / (1 - prod_t),
+ * cm = -lr mu_{t+1} / (1 - prod_t mu_{t+1}), bc2 = 1 - beta2^t.
+ * PyTorch: momentum_decay 0.004.  Keras: 0.96^t, i.e. momentum_decay 1.
+ */
+typedef struct {
+    float *p; const float *g; float *m; float *v;
+    float p_scale, gscale, wd, one_m_beta1, beta2, one_m_beta2, bc2, eps, cg, cm;
+    int has_wd;
+} fo_nadam_args;
+
+FO_INLINE int fo_nadam_body(const fo_nadam_args *a, float *restrict P,
+                            const float *restrict G, float *restrict M,
+                            float *restrict V, ptrdiff_t lo, ptrdiff_t hi) {
+    const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
+                one_m_beta1 = a->one_m_beta1, beta2 = a->beta2,
+                one_m_beta2 = a->one_m_beta2, bc2 = a->bc2, eps = a->eps,
+                cg = a->cg, cm = a->cm;
+    const int has_wd = a->has_wd;
+    for (ptrdiff_t i = lo; i < hi; i++) {
+        const float g = G[i];
+        const float p = P[i] * p_scale;
+        float d = gscale * g;
+        d = has_wd ? d + wd * p : d;
+        const float m = M[i] + one_m_beta1 * (d - M[i]);
+        const float v = beta2 * V[i] + one_m_beta2 * (d * d);
+        M[i] = m;
+        V[i] = v;
+        const float den = sqrtf(v / bc2) + eps;
+        P[i] = (p + cg * (d / den)) + cm * (m / den);
+    }
+    return 0;
+}
+
+FO_INLINE int fo_nadam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
+    const fo_nadam_args c = *(const fo_nadam_args *)v; /* see FO_BLOCKED */
+    const float *st[] = {c.p, c.g, c.m, c.v};
+    FO_BLOCKED(lo, hi, st, 4, fo_nadam_body(&c, c.p, c.g, c.m, c.v, fo_b, fo_e));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Adamax (infinity-norm Adam), in PyTorch's or Keras' form.
+ *
+ *   p <- p * p_scale;  d = gscale * g [+ wd * p]
+ *   m <- m + (1 - beta1) * (d - m)
+ *   u <- max(beta2 * u, |d| + eps_in)        (nan propagates)
+ *   p <- p + neg_step * (m / (u + eps_out))
+ *
+ * neg_step = -lr / (1 - beta1^t) (double).
+ * PyTorch: eps_in = eps, eps_out = 0.   Keras: eps_in = 0, eps_out = eps.
+ */
+typedef struct {
+    float *p; const float *g; float *m; float *u;
+    float p_scale, gscale, wd, one_m_beta1, beta2, eps_in, eps_out, neg_step;
+    int has_wd;
+} fo_adamax_args;
+
+FO_INLINE int fo_adamax_body(const fo_adamax_args *a, float *restrict P,
+                             const float *restrict G, float *restrict M,
+                             float *restrict U, ptrdiff_t lo, ptrdiff_t hi) {
+    const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
+                one_m_beta1 = a->one_m_beta1, beta2 = a->beta2, eps_in = a->eps_in,
+                eps_out = a->eps_out, neg_step = a->neg_step;
+    const int has_wd = a->has_wd;
+    for (ptrdiff_t i = lo; i < hi; i++) {
+        const float g = G[i];
+        const float p = P[i] * p_scale;
+        float d = gscale * g;
+        d = has_wd ? d + wd * p : d;
+        const float m = M[i] + one_m_beta1 * (d - M[i]);
+        M[i] = m;
+        const float bu = beta2 * U[i];
+        const float ad = fabsf(d) + eps_in;
+        const float u = (bu >= ad || bu != bu) ? bu : ad;
+        U[i] = u;
+        P[i] = p + neg_step * (m / (u + eps_out));
+    }
+    return 0;
+}
+
+FO_INLINE int fo_adamax_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
+    const fo_adamax_args c = *(const fo_adamax_args *)v; /* see FO_BLOCKED */
+    const float *st[] = {c.p, c.g, c.m, c.u};
+    FO_BLOCKED(lo, hi, st, 4, fo_adamax_body(&c, c.p, c.g, c.m, c.u, fo_b, fo_e));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Adadelta (the same rule in PyTorch and Keras).
+ *
+ *   p <- p * p_scale;  d = gscale * g [+ wd * p]
+ *   s <- rho * s + (1 - rho) * d * d
+ *   delta = (sqrt(a + eps) / sqrt(s + eps)) * d
+ *   a <- rho * a + (1 - rho) * delta * delta
+ *   p <- p + neg_lr * delta
+ */
+typedef struct {
+    float *p; const float *g; float *sq; float *acc;
+    float p_scale, gscale, wd, rho, one_m_rho, eps, neg_lr;
+    int has_wd;
+} fo_adadelta_args;
+
+FO_INLINE int fo_adadelta_body(const fo_adadelta_args *a, float *restrict P,
+                               const float *restrict G, float *restrict S,
+                               float *restrict A, ptrdiff_t lo, ptrdiff_t hi) {
+    const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd, rho = a->rho,
+                one_m_rho = a->one_m_rho, eps = a->eps, neg_lr = a->neg_lr;
+    const int has_wd = a->has_wd;
+    for (ptrdiff_t i = lo; i < hi; i++) {
+        const float g = G[i];
+        const float p = P[i] * p_scale;
+        float d = gscale * g;
+        d = has_wd ? d + wd * p : d;
+        const float s = rho * S[i] + one_m_rho * (d * d);
+        S[i] = s;
+        const float delta = (sqrtf(A[i] + eps) / sqrtf(s + eps)) * d;
+        A[i] = rho * A[i] + one_m_rho * (delta * delta);
+        P[i] = p + neg_lr * delta;
+    }
+    return 0;
+}
+
+FO_INLINE int fo_adadelta_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
+    const fo_adadelta_args c = *(const fo_adadelta_args *)v; /* see FO_BLOCKED */
+    const float *st[] = {c.p, c.g, c.sq, c.acc};
+    FO_BLOCKED(lo, hi, st, 4, fo_adadelta_body(&c, c.p, c.g, c.sq, c.acc, fo_b, fo_e));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lion (Keras 3, optax and lion-pytorch agree).
+ *
+ *   p <- p * p_scale;  d = gscale * g [+ wd * p]
+ *   c = beta1 * m + (1 - beta1) * d
+ *   p <- p + neg_lr * sign(c)          (sign(0) = 0, sign(nan) = nan)
+ *   m <- beta2 * m + (1 - beta2) * d
+ */
+typedef struct {
+    float *p; const float *g; float *m;
+    float p_scale, gscale, wd, beta1, one_m_beta1, beta2, one_m_beta2, neg_lr;
+    int has_wd;
+} fo_lion_args;
+
+FO_INLINE int fo_lion_body(const fo_lion_args *a, float *restrict P,
+                           const float *restrict G, float *restrict M,
+                           ptrdiff_t lo, ptrdiff_t hi) {
+    const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd, beta1 = a->beta1,
+                one_m_beta1 = a->one_m_beta1, beta2 = a->beta2,
+                one_m_beta2 = a->one_m_beta2, neg_lr = a->neg_lr;
+    const int has_wd = a->has_wd;
+    for (ptrdiff_t i = lo; i < hi; i++) {
+        const float g = G[i];
+        const float p = P[i] * p_scale;
+        float d = gscale * g;
+        d = has_wd ? d + wd * p : d;
+        const float c = M[i] * beta1 + d * one_m_beta1;
+        /* sign as two selects and a nan select: a nested select became a branch */
+        float s = (c > 0.0f ? 1.0f : 0.0f) - (c < 0.0f ? 1.0f : 0.0f);
+        s = c != c ? c : s;
+        P[i] = p + neg_lr * s;
+        M[i] = M[i] * beta2 + d * one_m_beta2;
+    }
+    return 0;
+}
+
+FO_INLINE int fo_lion_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
+    const fo_lion_args c = *(const fo_lion_args *)v; /* see FO_BLOCKED */
+    const float *st[] = {c.p, c.g, c.m};
+    FO_BLOCKED(lo, hi, st, 3, fo_lion_body(&c, c.p, c.g, c.m, fo_b, fo_e));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Sum of squares in double, for gradient norms.  Sixteen independent lanes
  * vectorise without reassociating anything, so the result is the same for
  * every instruction set (and every run). */
@@ -673,23 +855,31 @@ FO_VARIANTS(sgd)
 FO_VARIANTS(adagrad)
 FO_VARIANTS(rmsprop)
 FO_VARIANTS(adam)
+FO_VARIANTS(nadam)
+FO_VARIANTS(adamax)
+FO_VARIANTS(adadelta)
+FO_VARIANTS(lion)
 FO_VARIANTS(sumsq)
 FO_VARIANTS(nonfinite)
 FO_VARIANTS(xent)
 
 typedef struct {
     const char *name;
-    fo_kernel_fn sgd, adagrad, rmsprop, adam, sumsq, nonfinite, xent;
+    fo_kernel_fn sgd, adagrad, rmsprop, adam, nadam, adamax, adadelta, lion, sumsq, nonfinite,
+        xent;
 } fo_table;
 
 static const fo_table fo_tables[] = {
     {"baseline", fo_sgd_baseline, fo_adagrad_baseline, fo_rmsprop_baseline,
-     fo_adam_baseline, fo_sumsq_baseline, fo_nonfinite_baseline, fo_xent_baseline},
+     fo_adam_baseline, fo_nadam_baseline, fo_adamax_baseline, fo_adadelta_baseline,
+     fo_lion_baseline, fo_sumsq_baseline, fo_nonfinite_baseline, fo_xent_baseline},
 #if FO_X86
-    {"avx2", fo_sgd_avx2, fo_adagrad_avx2, fo_rmsprop_avx2, fo_adam_avx2,
-     fo_sumsq_avx2, fo_nonfinite_avx2, fo_xent_avx2},
-    {"avx512f", fo_sgd_avx512, fo_adagrad_avx512, fo_rmsprop_avx512,
-     fo_adam_avx512, fo_sumsq_avx512, fo_nonfinite_avx512, fo_xent_avx512},
+    {"avx2", fo_sgd_avx2, fo_adagrad_avx2, fo_rmsprop_avx2, fo_adam_avx2, fo_nadam_avx2,
+     fo_adamax_avx2, fo_adadelta_avx2, fo_lion_avx2, fo_sumsq_avx2, fo_nonfinite_avx2,
+     fo_xent_avx2},
+    {"avx512f", fo_sgd_avx512, fo_adagrad_avx512, fo_rmsprop_avx512, fo_adam_avx512,
+     fo_nadam_avx512, fo_adamax_avx512, fo_adadelta_avx512, fo_lion_avx512,
+     fo_sumsq_avx512, fo_nonfinite_avx512, fo_xent_avx512},
 #endif
 };
 #define FO_N_TABLES ((int)(sizeof(fo_tables) / sizeof(fo_tables[0])))

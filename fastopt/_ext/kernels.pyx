@@ -36,7 +36,7 @@ cdef extern from "fastopt_kernels.h" nogil:
 
     ctypedef struct fo_table:
         const char *name
-        fo_kernel_fn sgd, adagrad, rmsprop, adam, sumsq, nonfinite, xent
+        fo_kernel_fn sgd, adagrad, rmsprop, adam, nadam, adamax, adadelta, lion, sumsq, nonfinite, xent
 
     ctypedef struct fo_xent_args:
         const float *z

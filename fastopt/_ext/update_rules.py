@@ -212,7 +212,70 @@ ADAM = Rule(
     derived=("float one_m_beta1, one_m_beta2, dscale, neg_step",),
 )
 
-RULES = [SGD, ADAGRAD, RMSPROP, ADAM]
+NADAM = Rule(
+    "nadam",
+    [PARAM, GRAD, Arg("exp_avg", REQUIRED, "state", "m"),
+     Arg("exp_avg_sq", REQUIRED, "state", "v"),
+     KEYWORD_ONLY,
+     Arg("step", REQUIRED, "step"),
+     Arg("lr", "2e-3", "nonneg"),
+     Arg("beta1", "0.9", "unit_open"),
+     Arg("beta2", "0.999", "unit_open", "beta2"),
+     Arg("eps", "1e-8", "nonneg", "eps"),
+     WEIGHT_DECAY,
+     Arg("momentum_decay", "4e-3", "nonneg"),
+     DECOUPLED, MAXIMIZE, *COMMON_TAIL],
+    checks="convention step lr beta1 beta2 eps weight_decay momentum_decay "
+           "decoupled_weight_decay maximize grad_scale skip_nonfinite",
+    derived=("float one_m_beta1, one_m_beta2, bc2, cg, cm",),
+)
+
+ADAMAX = Rule(
+    "adamax",
+    [PARAM, GRAD, Arg("exp_avg", REQUIRED, "state", "m"),
+     Arg("exp_inf", REQUIRED, "state", "u"),
+     KEYWORD_ONLY,
+     Arg("step", REQUIRED, "step"),
+     Arg("lr", "2e-3", "nonneg"),
+     Arg("beta1", "0.9", "unit_open"),
+     Arg("beta2", "0.999", "unit_open", "beta2"),
+     Arg("eps", "1e-8", "nonneg"),
+     WEIGHT_DECAY, DECOUPLED, MAXIMIZE, *COMMON_TAIL],
+    checks="convention step lr beta1 beta2 eps weight_decay decoupled_weight_decay "
+           "maximize grad_scale skip_nonfinite",
+    derived=("float one_m_beta1, eps_in, eps_out, neg_step",),
+)
+
+ADADELTA = Rule(
+    "adadelta",
+    [PARAM, GRAD, Arg("square_avg", REQUIRED, "state", "sq"),
+     Arg("acc_delta", REQUIRED, "state", "acc"),
+     KEYWORD_ONLY,
+     Arg("lr", "1.0", "nonneg"),
+     Arg("rho", "0.9", "unit_closed", "rho"),
+     Arg("eps", "1e-6", "nonneg", "eps"),
+     WEIGHT_DECAY, DECOUPLED, MAXIMIZE, *COMMON_TAIL],
+    checks="convention lr rho eps weight_decay decoupled_weight_decay maximize grad_scale "
+           "skip_nonfinite",
+    derived=("float one_m_rho, neg_lr",),
+)
+
+LION = Rule(
+    "lion",
+    [PARAM, GRAD, Arg("exp_avg", REQUIRED, "state", "m"),
+     KEYWORD_ONLY,
+     Arg("lr", "1e-4", "nonneg"),
+     Arg("beta1", "0.9", "unit_closed", "beta1"),
+     Arg("beta2", "0.99", "unit_closed", "beta2"),
+     WEIGHT_DECAY,
+     Arg("decoupled_weight_decay", "True", "flag"),
+     MAXIMIZE, *COMMON_TAIL],
+    checks="convention lr beta1 beta2 weight_decay decoupled_weight_decay maximize "
+           "grad_scale skip_nonfinite",
+    derived=("float one_m_beta1, one_m_beta2, neg_lr",),
+)
+
+RULES = [SGD, ADAGRAD, RMSPROP, ADAM, NADAM, ADAMAX, ADADELTA, LION]
 
 SGD_DOC = """\
 SGD step, in place: ``param`` (and ``momentum_buf``) are updated.
@@ -321,6 +384,92 @@ decay, ``param = param * (1 - lr * weight_decay)`` before the Adam update,
 and ``weight_decay=1e-2`` by default.  Same arguments as :func:`adam_`.
 """
 
+NADAM_DOC = """\
+NAdam step, in place: ``param``, ``exp_avg`` and ``exp_avg_sq`` are
+updated.  ``step`` is the 1-based step count.
+
+PyTorch rule (``convention='torch'``, ``torch.optim.NAdam``)::
+
+    g = -grad if maximize else grad
+    if decoupled_weight_decay: param = param * (1 - lr * weight_decay)
+    else:                      g = g + weight_decay * param
+    mu(t)   = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay))
+    prod(t) = mu(1) * ... * mu(t)                       (in double)
+    exp_avg    = exp_avg + (1 - beta1) * (g - exp_avg)
+    exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    denom = sqrt(exp_avg_sq / (1 - beta2**step)) + eps
+    param = param - lr * (1 - mu(step)) / (1 - prod(step)) * g / denom
+    param = param - lr * mu(step+1) / (1 - prod(step+1)) * exp_avg / denom
+
+``prod`` (PyTorch's ``mu_product`` state) is computed in double from
+``step`` (continuing the previous call's product when it can, with the
+same bits), so the caller keeps no scalar state.
+
+Keras rule (``convention='keras'``, ``keras.optimizers.Nadam``): the same
+update with Keras' momentum schedule ``mu(t) = beta1 * (1 - 0.5 *
+0.96**t)`` (``momentum_decay`` is not used; Keras' ``u_product`` is
+``prod``); use it with Keras' ``eps=1e-7`` and decoupled weight decay.
+"""
+
+ADAMAX_DOC = """\
+Adamax step, in place: ``param``, ``exp_avg`` and ``exp_inf`` are
+updated.  ``step`` is the 1-based step count.
+
+PyTorch rule (``convention='torch'``, ``torch.optim.Adamax``)::
+
+    g = -grad if maximize else grad
+    g = g + weight_decay * param                        (L2 decay)
+    exp_avg = exp_avg + (1 - beta1) * (g - exp_avg)
+    exp_inf = max(beta2 * exp_inf, |g| + eps)           (nan propagates)
+    param   = param - lr / (1 - beta1**step) * exp_avg / exp_inf
+
+Keras rule (``convention='keras'``, ``keras.optimizers.Adamax``): eps
+outside the maximum, ``exp_inf = max(beta2 * exp_inf, |g|)``,
+``param = param - lr / (1 - beta1**step) * exp_avg / (exp_inf + eps)``.
+
+``decoupled_weight_decay=True`` replaces the L2 term by
+``param = param * (1 - lr * weight_decay)`` before the update.
+"""
+
+ADADELTA_DOC = """\
+Adadelta step, in place: ``param``, ``square_avg`` and ``acc_delta`` are
+updated.
+
+The rule of ``torch.optim.Adadelta`` and ``keras.optimizers.Adadelta``
+(they differ only in defaults: PyTorch ``lr=1.0, rho=0.9, eps=1e-6``,
+Keras ``learning_rate=0.001, rho=0.95, epsilon=1e-7``)::
+
+    g = -grad if maximize else grad
+    g = g + weight_decay * param                        (L2 decay)
+    square_avg = rho * square_avg + (1 - rho) * g * g
+    delta      = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g
+    acc_delta  = rho * acc_delta + (1 - rho) * delta * delta
+    param      = param - lr * delta
+
+``decoupled_weight_decay=True`` replaces the L2 term by
+``param = param * (1 - lr * weight_decay)`` before the update (Keras'
+``weight_decay``).  ``convention`` is accepted for symmetry; both give
+this rule.
+"""
+
+LION_DOC = """\
+Lion step (EvoLved Sign Momentum), in place: ``param`` and ``exp_avg``
+are updated.
+
+The rule of ``keras.optimizers.Lion``, optax's ``lion`` and
+lion-pytorch (PyTorch has no Lion; ``convention`` gives the same rule)::
+
+    g = -grad if maximize else grad
+    param   = param * (1 - lr * weight_decay)           (decoupled)
+    c       = beta1 * exp_avg + (1 - beta1) * g
+    param   = param - lr * sign(c)           (sign(0) = 0, sign(nan) = nan)
+    exp_avg = beta2 * exp_avg + (1 - beta2) * g
+
+``decoupled_weight_decay=False`` adds ``weight_decay * param`` to ``g``
+instead.  Keras' defaults: ``learning_rate=0.001, beta_1=0.9,
+beta_2=0.99``; these kernel defaults (``lr=1e-4``) are lion-pytorch's.
+"""
+
 KERNELS = [
     Kernel("sgd_", SGD, SGD_DOC),
     Kernel("adagrad_", ADAGRAD, ADAGRAD_DOC),
@@ -328,6 +477,10 @@ KERNELS = [
     Kernel("adam_", ADAM, ADAM_DOC),
     Kernel("adamw_", ADAM, ADAMW_DOC, fixed={"decoupled_weight_decay": "True"},
            defaults={"weight_decay": "1e-2"}),
+    Kernel("nadam_", NADAM, NADAM_DOC),
+    Kernel("adamax_", ADAMAX, ADAMAX_DOC),
+    Kernel("adadelta_", ADADELTA, ADADELTA_DOC),
+    Kernel("lion_", LION, LION_DOC),
 ]
 
 

@@ -129,3 +129,86 @@ class AdamW(Adam):
                  amsgrad=False, *, maximize=False):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True)
+
+
+class NAdam(Optimizer):
+    """``torch.optim.NAdam``: Adam with Nesterov momentum and the momentum
+    schedule ``mu_t = beta1 (1 - 0.5 * 0.96^(t * momentum_decay))``; L2
+    weight decay, or decoupled with ``decoupled_weight_decay=True``.
+    PyTorch's ``mu_product`` is recomputed from the step count, so it is not
+    in ``state_dict``.  See :func:`fastopt.nadam_`."""
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 momentum_decay=4e-3, decoupled_weight_decay=False, *, maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      momentum_decay=momentum_decay, maximize=maximize,
+                                      decoupled_weight_decay=decoupled_weight_decay))
+
+    def _state_names(self, group):
+        return ["exp_avg", "exp_avg_sq"]
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        beta1, beta2 = _betas(group)
+        K.nadam_(param, grad, state["exp_avg"], state["exp_avg_sq"], step=step, lr=group["lr"],
+                 beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+                 momentum_decay=group["momentum_decay"],
+                 decoupled_weight_decay=group["decoupled_weight_decay"],
+                 maximize=group["maximize"], grad_scale=grad_scale)
+
+
+class Adamax(Optimizer):
+    """``torch.optim.Adamax``: ``exp_inf = max(beta2 exp_inf, |g| + eps)``;
+    ``p -= lr / (1 - beta1^t) * exp_avg / exp_inf``.  See :func:`fastopt.adamax_`."""
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
+                 maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize))
+
+    def _state_names(self, group):
+        return ["exp_avg", "exp_inf"]
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        beta1, beta2 = _betas(group)
+        K.adamax_(param, grad, state["exp_avg"], state["exp_inf"], step=step, lr=group["lr"],
+                  beta1=beta1, beta2=beta2, eps=group["eps"],
+                  weight_decay=group["weight_decay"], maximize=group["maximize"],
+                  grad_scale=grad_scale)
+
+
+class Adadelta(Optimizer):
+    """``torch.optim.Adadelta``: ``delta = sqrt(acc_delta + eps) /
+    sqrt(square_avg + eps) * g``, ``p -= lr * delta``.  See :func:`fastopt.adadelta_`."""
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *, maximize=False):
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize))
+
+    def _state_names(self, group):
+        return ["square_avg", "acc_delta"]
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        K.adadelta_(param, grad, state["square_avg"], state["acc_delta"], lr=group["lr"],
+                    rho=group["rho"], eps=group["eps"], weight_decay=group["weight_decay"],
+                    maximize=group["maximize"], grad_scale=grad_scale)
+
+
+class Lion(Optimizer):
+    """Lion in PyTorch's style (PyTorch itself has none; names and defaults
+    of lion-pytorch): ``p *= 1 - lr * weight_decay``;
+    ``p -= lr * sign(beta1 m + (1 - beta1) g)``; ``m = beta2 m + (1 - beta2) g``.
+    See :func:`fastopt.lion_`."""
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *,
+                 maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
+                                      maximize=maximize))
+
+    def _state_names(self, group):
+        return ["exp_avg"]
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        beta1, beta2 = _betas(group)
+        K.lion_(param, grad, state["exp_avg"], lr=group["lr"], beta1=beta1, beta2=beta2,
+                weight_decay=group["weight_decay"], maximize=group["maximize"],
+                grad_scale=grad_scale)

@@ -1,6 +1,7 @@
 """Optimizer classes with Keras 3's names, defaults and update rules.
 
-``SGD``, ``Adam``, ``AdamW``, ``RMSprop`` and ``Adagrad`` take Keras 3's
+``SGD``, ``Adam``, ``AdamW``, ``RMSprop``, ``Adagrad``, ``Nadam``,
+``Adamax``, ``Adadelta`` and ``Lion`` take Keras 3's
 arguments (``learning_rate``, ``beta_1``, ``epsilon``, ``rho``,
 ``initial_accumulator_value``, ``weight_decay``, ``clipnorm``,
 ``clipvalue``, ``global_clipnorm``) and also the Keras 2 spellings that older
@@ -21,164 +22,12 @@ Unlike Keras, these optimizers update arrays they were given once:
 ``apply_gradients(zip(grads, variables))`` works too.  Clipping writes the
 clipped gradient back into the gradient arrays.
 """
-import math
-
-import numpy as np
-
 import fastopt._kernels as K
-from fastopt._validate import check_number, check_real
-from fastopt.optim.flat import aligned_zeros
-from fastopt.optim._base import DEFERRED, Optimizer
-from fastopt.optim.clip import clip_grad_value_, global_grad_norm
+from fastopt.optim._base import Optimizer
+from fastopt.optim._keras_base import KerasOptimizer
 
-
-def _positive_or_none(value, name):
-    return None if value is None else check_number(value, name, minimum=0, min_open=True)
-
-
-class KerasOptimizer(Optimizer):
-    """Base of the Keras-compatible classes (see the module docstring).
-
-    Built without parameters (``Optimizer.__init__`` with ``DEFERRED``): they
-    are attached by :meth:`build` as the one parameter group.  ``step``'s
-    hooks resolve the learning rate (schedule, legacy decay) and clip.
-    """
-
-    family = "keras"
-
-    def __init__(self, learning_rate, hyper, *, weight_decay=None, clipnorm=None,
-                 clipvalue=None, global_clipnorm=None, lr=None, decay=None, name=None):
-        if lr is not None:
-            if learning_rate is not None:
-                raise TypeError("pass learning_rate or its legacy name lr, not both")
-            learning_rate = lr
-        if learning_rate is None:
-            learning_rate = self._default_learning_rate
-        if weight_decay is None:
-            weight_decay = 0.0
-        self.clipnorm = _positive_or_none(clipnorm, "clipnorm")
-        self.clipvalue = _positive_or_none(clipvalue, "clipvalue")
-        self.global_clipnorm = _positive_or_none(global_clipnorm, "global_clipnorm")
-        if sum(c is not None for c in (self.clipnorm, self.clipvalue, self.global_clipnorm)) > 1:
-            raise ValueError("set at most one of clipnorm, clipvalue and global_clipnorm")
-        self.name = name or type(self).__name__.lower()
-        super().__init__(DEFERRED, dict(lr=learning_rate, decay=0.0 if decay is None else decay,
-                                        weight_decay=weight_decay, **hyper))
-
-    # -- learning rate -------------------------------------------------------
-    @property
-    def _group(self):
-        """The one parameter group once built, the defaults before."""
-        return self.param_groups[0] if self.param_groups else self.defaults
-
-    @property
-    def iterations(self):
-        """Updates applied so far (Keras' ``optimizer.iterations``)."""
-        return self._spans[0][0].step if self._spans else 0
-
-    @property
-    def learning_rate(self):
-        """The current learning rate, after schedule and legacy decay."""
-        return self._current_lr(self._group)
-
-    @learning_rate.setter
-    def learning_rate(self, value):
-        group = self._group
-        old = group["lr"]
-        group["lr"] = value
-        try:
-            self._check_group(group)
-        except Exception:
-            group["lr"] = old
-            raise
-
-    def _current_lr(self, group):
-        lr = group["lr"]
-        if callable(lr):
-            lr = lr(self.iterations)
-        lr = check_real(lr, "learning_rate", "a number or a schedule returning one")
-        decay = check_number(group["decay"], "decay", minimum=0)
-        return lr / (1.0 + decay * self.iterations) if decay else lr
-
-    def _resolve(self, group):
-        return dict(group, lr=self._current_lr(group))
-
-    # -- building and stepping ----------------------------------------------
-    def build(self, params):
-        """Attach the parameters this optimizer updates: a FlatParameters or
-        ``(param, grad)`` pairs.  A model's ``compile`` calls this."""
-        if self.param_groups:
-            raise RuntimeError(f"{type(self).__name__} is already built")
-        self.add_param_group({"params": params})
-
-    @property
-    def built(self):
-        return bool(self.param_groups)
-
-    def _scale(self, grad_scale):
-        """Keras' clipping, before the update.  ``clipvalue``: every gradient
-        element clipped to ``[-clipvalue, clipvalue]`` in place.  ``clipnorm``:
-        each parameter's gradient whose L2 norm exceeds ``clipnorm`` scaled in
-        place by ``clipnorm / norm``.  ``global_clipnorm``: nothing written;
-        returns ``grad_scale * global_clipnorm / max(norm, global_clipnorm)``
-        for the kernels to apply.  A non-finite norm raises FloatingPointError
-        before any parameter is written."""
-        if self.clipvalue is not None:
-            clip_grad_value_(self, self.clipvalue)
-        elif self.clipnorm is not None:
-            for span in self._spans[0]:
-                for i, view in span.views(span.grad).items():
-                    norm = math.sqrt(K.sum_squares(view))
-                    if not math.isfinite(norm):
-                        raise FloatingPointError(
-                            f"the gradient of parameter {i} has a non-finite norm ({norm}); "
-                            f"step skipped, parameters unchanged")
-                    if norm > self.clipnorm:
-                        view *= np.float32(self.clipnorm / norm)
-        elif self.global_clipnorm is not None:
-            norm = global_grad_norm(self)
-            if not math.isfinite(norm):
-                raise FloatingPointError(f"the global gradient norm is {norm}; step skipped, "
-                                         f"parameters unchanged")
-            return grad_scale * (self.global_clipnorm / max(norm, self.global_clipnorm))
-        return grad_scale
-
-    def step(self, skip_nonfinite=False):
-        """Apply one update from the gradients now in the grad arrays; with
-        ``skip_nonfinite=True``, skip it (returning True) if any gradient
-        holds nan or inf.  (:meth:`Optimizer.step` without ``grad_scale``:
-        Keras clips through the constructor's arguments.)"""
-        return super().step(skip_nonfinite=skip_nonfinite)
-
-    def apply_gradients(self, grads_and_vars):
-        """Keras' ``apply_gradients``: one update from ``(grad, variable)``
-        pairs.  The first call builds the optimizer over these variables;
-        later calls must pass the same variables in the same order."""
-        pairs = list(grads_and_vars)
-        if not self.param_groups:
-            staging = [(v, aligned_zeros(np.size(v)).reshape(np.shape(v))) for _, v in pairs]
-            self.build(staging)
-        params = self.param_groups[0]["params"]
-        if len(pairs) != len(params) or any(v is not p for (_, v), (p, _) in zip(pairs, params)):
-            raise ValueError("apply_gradients got different variables than it was built with")
-        for (g, _), (p, staged) in zip(pairs, params):
-            g = np.asarray(g)
-            if g.shape != p.shape:
-                raise ValueError(f"a gradient has shape {g.shape}, its variable {p.shape}")
-            staged[...] = g
-        self.step()
-
-    def get_config(self):
-        """The constructor's arguments (``lr`` is ``learning_rate``)."""
-        config = {k: v for k, v in self._group.items() if k != "params"}
-        config.update(name=self.name, clipnorm=self.clipnorm, clipvalue=self.clipvalue,
-                      global_clipnorm=self.global_clipnorm)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(learning_rate=config.pop("lr"), **config)
+__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "KerasOptimizer", "Lion",
+           "Nadam", "RMSprop", "get", "get_class", "names"]
 
 
 class SGD(KerasOptimizer):
@@ -295,7 +144,99 @@ class Adagrad(KerasOptimizer):
                    decoupled_weight_decay=True, grad_scale=grad_scale, convention="keras")
 
 
-_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}
+class _BetasEpsilon(KerasOptimizer):
+    """The constructor of Nadam and Adamax: ``beta_1``, ``beta_2``, ``epsilon``."""
+
+    _default_learning_rate = 0.001
+
+    def __init__(self, learning_rate=None, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                 name=None, *, lr=None, decay=None):
+        super().__init__(learning_rate, dict(beta_1=beta_1, beta_2=beta_2,
+                                             epsilon=1e-7 if epsilon is None else epsilon),
+                         weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
+                         global_clipnorm=global_clipnorm, lr=lr, decay=decay, name=name)
+
+
+class Nadam(_BetasEpsilon):
+    """``keras.optimizers.Nadam``: Adam with Nesterov momentum and Keras'
+    schedule ``u_t = beta_1 (1 - 0.5 * 0.96^t)``, ``u_product`` their product
+    (recomputed from the step count); ``m_hat = u_{t+1} m / (1 - u_product_{t+1})
+    + (1 - u_t) g / (1 - u_product_t)``; ``p -= lr m_hat / (sqrt(v / (1 -
+    beta_2^t)) + epsilon)``."""
+
+    def _state_names(self, group):
+        return ["momentum", "velocity"]
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        K.nadam_(param, grad, state["momentum"], state["velocity"], step=step, lr=group["lr"],
+                 beta1=group["beta_1"], beta2=group["beta_2"], eps=group["epsilon"],
+                 weight_decay=group["weight_decay"], decoupled_weight_decay=True,
+                 grad_scale=grad_scale, convention="keras")
+
+
+class Adamax(_BetasEpsilon):
+    """``keras.optimizers.Adamax``: ``u = max(beta_2 u, |g|)``;
+    ``p -= lr m / ((1 - beta_1^t) (u + epsilon))`` (epsilon outside the max)."""
+
+    def _state_names(self, group):
+        return ["m", "u"]
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        K.adamax_(param, grad, state["m"], state["u"], step=step, lr=group["lr"],
+                  beta1=group["beta_1"], beta2=group["beta_2"], eps=group["epsilon"],
+                  weight_decay=group["weight_decay"], decoupled_weight_decay=True,
+                  grad_scale=grad_scale, convention="keras")
+
+
+class Adadelta(KerasOptimizer):
+    """``keras.optimizers.Adadelta``: ``a = rho a + (1 - rho) g^2``;
+    ``delta = sqrt(d + epsilon) / sqrt(a + epsilon) g``;
+    ``d = rho d + (1 - rho) delta^2``; ``p -= lr delta``."""
+
+    _default_learning_rate = 0.001
+
+    def __init__(self, learning_rate=None, rho=0.95, epsilon=1e-7, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name=None, *, lr=None,
+                 decay=None):
+        super().__init__(learning_rate, dict(rho=rho, epsilon=1e-7 if epsilon is None else epsilon),
+                         weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
+                         global_clipnorm=global_clipnorm, lr=lr, decay=decay, name=name)
+
+    def _state_names(self, group):
+        return ["accumulated_grad", "accumulated_delta_var"]
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        K.adadelta_(param, grad, state["accumulated_grad"], state["accumulated_delta_var"],
+                    lr=group["lr"], rho=group["rho"], eps=group["epsilon"],
+                    weight_decay=group["weight_decay"], decoupled_weight_decay=True,
+                    grad_scale=grad_scale, convention="keras")
+
+
+class Lion(KerasOptimizer):
+    """``keras.optimizers.Lion``: ``p -= lr sign(beta_1 m + (1 - beta_1) g)``;
+    ``m = beta_2 m + (1 - beta_2) g``."""
+
+    _default_learning_rate = 0.001
+
+    def __init__(self, learning_rate=None, beta_1=0.9, beta_2=0.99, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, name=None, *, lr=None,
+                 decay=None):
+        super().__init__(learning_rate, dict(beta_1=beta_1, beta_2=beta_2),
+                         weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
+                         global_clipnorm=global_clipnorm, lr=lr, decay=decay, name=name)
+
+    def _state_names(self, group):
+        return ["momentum"]
+
+    def _update(self, param, grad, state, group, step, grad_scale):
+        K.lion_(param, grad, state["momentum"], lr=group["lr"], beta1=group["beta_1"],
+                beta2=group["beta_2"], weight_decay=group["weight_decay"],
+                decoupled_weight_decay=True, grad_scale=grad_scale, convention="keras")
+
+
+_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad,
+            "nadam": Nadam, "adamax": Adamax, "adadelta": Adadelta, "lion": Lion}
 
 
 def names():
@@ -313,8 +254,8 @@ def get_class(name):
 
 
 def get(identifier, **kwargs):
-    """A Keras-compatible optimizer from its name ('sgd', 'adam', 'adamw',
-    'rmsprop', 'adagrad', any case) with Keras' defaults, or an optimizer
+    """A Keras-compatible optimizer from its name (one of :func:`names`, any
+    case) with Keras' defaults, or an optimizer
     instance returned as is."""
     if isinstance(identifier, Optimizer):
         if kwargs:

@@ -96,6 +96,72 @@ def adam(p, g, m, v, vmax=None, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
     return p - (lr / bc1) * m / (np.sqrt(w) / np.sqrt(bc2) + eps), m, v, vmax
 
 
+def _decay(p, g, lr, weight_decay, decoupled_weight_decay, maximize):
+    """(p, g) after maximize and weight decay, L2 or decoupled."""
+    g = -g if maximize else g
+    if decoupled_weight_decay:
+        p = p * (1 - lr * weight_decay)
+    elif weight_decay:
+        g = g + weight_decay * p
+    return p, g
+
+
+def nadam(p, g, m, v, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+          momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
+          convention="torch"):
+    """Returns (p, exp_avg, exp_avg_sq).  torch.optim.NAdam, or
+    keras.optimizers.Nadam (u_t = beta_1 (1 - 0.5 * 0.96^t))."""
+    p, g = _decay(p, g, lr, weight_decay, decoupled_weight_decay, maximize)
+    if convention == "keras":
+        def mu(t):
+            return beta1 * (1 - 0.5 * 0.96 ** t)
+    else:
+        def mu(t):
+            return beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
+    prod = float(np.prod([mu(i) for i in range(1, step + 1)]))
+    prod_next = prod * mu(step + 1)
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    v_hat = v / (1 - beta2 ** step)
+    if convention == "keras":
+        m_hat = mu(step + 1) * m / (1 - prod_next) + (1 - mu(step)) * g / (1 - prod)
+        return p - m_hat * lr / (np.sqrt(v_hat) + eps), m, v
+    denom = np.sqrt(v_hat) + eps
+    p = p - lr * (1 - mu(step)) / (1 - prod) * g / denom
+    return p - lr * mu(step + 1) / (1 - prod_next) * m / denom, m, v
+
+
+def adamax(p, g, m, u, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+           decoupled_weight_decay=False, maximize=False, convention="torch"):
+    """Returns (p, exp_avg, exp_inf)."""
+    p, g = _decay(p, g, lr, weight_decay, decoupled_weight_decay, maximize)
+    m = beta1 * m + (1 - beta1) * g
+    bc1 = 1 - beta1 ** step
+    if convention == "keras":  # eps outside the max
+        u = np.maximum(beta2 * u, np.abs(g))
+        return p - lr * m / (bc1 * (u + eps)), m, u
+    u = np.maximum(beta2 * u, np.abs(g) + eps)
+    return p - (lr / bc1) * m / u, m, u
+
+
+def adadelta(p, g, s, a, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
+             decoupled_weight_decay=False, maximize=False, convention="torch"):
+    """Returns (p, square_avg, acc_delta); the same rule in both conventions."""
+    p, g = _decay(p, g, lr, weight_decay, decoupled_weight_decay, maximize)
+    s = rho * s + (1 - rho) * g * g
+    delta = np.sqrt(a + eps) / np.sqrt(s + eps) * g
+    a = rho * a + (1 - rho) * delta * delta
+    return p - lr * delta, s, a
+
+
+def lion(p, g, m, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0,
+         decoupled_weight_decay=True, maximize=False, convention="torch"):
+    """Returns (p, exp_avg): Keras 3 / optax / lion-pytorch."""
+    p, g = _decay(p, g, lr, weight_decay, decoupled_weight_decay, maximize)
+    p = p - lr * np.sign(beta1 * m + (1 - beta1) * g)
+    return p, beta2 * m + (1 - beta2) * g
+
+
 def softmax_cross_entropy(z, labels, smoothing=0.0, ignore=-100):
     """Softmax cross-entropy from logits ``z`` (n, C), as
     ``torch.nn.functional.cross_entropy`` defines it.

@@ -211,7 +211,81 @@ class Adam(Rule):
         return out
 
 
-RULES = [SGD(), Adagrad(), RMSprop(), Adam()]
+class _NewRule(Rule):
+    """The rules added with issue #19: options weight decay (L2 or
+    decoupled), maximize and the convention; ``kernel``/``ref`` by name."""
+    states = ()
+
+    def state_names(self, cfg):
+        return list(self.states)
+
+    def configs(self):
+        for c in _product(weight_decay=[False, True], decoupled_weight_decay=[False, True],
+                          maximize=[False, True], convention=["torch", "keras"]):
+            if c["decoupled_weight_decay"] and not c["weight_decay"]:
+                continue
+            yield c
+
+    def _common(self, rng, cfg):
+        return dict(weight_decay=_loguniform(rng, 1e-3, 1e-1) if cfg["weight_decay"] else 0.0,
+                    decoupled_weight_decay=cfg["decoupled_weight_decay"],
+                    maximize=cfg["maximize"], convention=cfg["convention"])
+
+    def _step(self, step):
+        return {"step": step} if self.uses_step else {}
+
+    def call(self, state, grad, hyper, step):
+        getattr(fastopt, self.name + "_")(state["param"], grad,
+                                          *(state[n] for n in self.states),
+                                          **self._step(step), **hyper)
+
+    def reference(self, state, grad, hyper, step):
+        out = getattr(ref, self.name)(state["param"], grad, *(state[n] for n in self.states),
+                                      **self._step(step), **hyper)
+        return dict(zip(["param", *self.states], out))
+
+
+class NAdam(_NewRule):
+    name = "nadam"
+    states = ("exp_avg", "exp_avg_sq")
+
+    def draw_hyper(self, rng, cfg):
+        return dict(lr=_loguniform(rng, 1e-4, 1e-2), beta1=rng.uniform(0.8, 0.95),
+                    beta2=rng.uniform(0.99, 0.9999), eps=_loguniform(rng, 1e-5, 1e-1),
+                    momentum_decay=_loguniform(rng, 1e-3, 1e-1), **self._common(rng, cfg))
+
+
+class Adamax(_NewRule):
+    name = "adamax"
+    states = ("exp_avg", "exp_inf")
+
+    def draw_hyper(self, rng, cfg):
+        return dict(lr=_loguniform(rng, 1e-4, 1e-2), beta1=rng.uniform(0.8, 0.95),
+                    beta2=rng.uniform(0.99, 0.9999), eps=_loguniform(rng, 1e-5, 1e-1),
+                    **self._common(rng, cfg))
+
+
+class Adadelta(_NewRule):
+    name = "adadelta"
+    states = ("square_avg", "acc_delta")
+    uses_step = False
+
+    def draw_hyper(self, rng, cfg):
+        return dict(lr=_loguniform(rng, 1e-2, 1.0), rho=rng.uniform(0.8, 0.99),
+                    eps=_loguniform(rng, 1e-7, 1e-3), **self._common(rng, cfg))
+
+
+class Lion(_NewRule):
+    name = "lion"
+    states = ("exp_avg",)
+    uses_step = False
+
+    def draw_hyper(self, rng, cfg):
+        return dict(lr=_loguniform(rng, 1e-4, 1e-2), beta1=rng.uniform(0.8, 0.95),
+                    beta2=rng.uniform(0.95, 0.999), **self._common(rng, cfg))
+
+
+RULES = [SGD(), Adagrad(), RMSprop(), Adam(), NAdam(), Adamax(), Adadelta(), Lion()]
 
 
 def all_cases():
