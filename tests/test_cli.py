@@ -116,7 +116,7 @@ def test_search_ranks_and_tests_the_best(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["train", "--optimizer", "adamax"], "invalid choice: 'adamax'"),
+    (["train", "--optimizer", "ftrl"], "invalid choice: 'ftrl'"),
     (["train", "--momentum", "0.9"], "--momentum does not apply to the adam optimizer"),
     (["train", "--data", "/nonexistent"], "/nonexistent: not a directory"),
     (["train", "--batch-size", "0"], "expected a positive integer"),
@@ -337,3 +337,11 @@ def test_bench_without_a_checkout_names_where_it_looked(tmp_path):
     proc = run("bench", cwd=tmp_path, check=False)
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
     assert f"no bench/ here: looked for {tmp_path / 'bench'} and {beside}" in proc.stderr
+
+
+def test_train_offers_every_keras_optimizer():
+    """--optimizer takes exactly the names the Keras family registers."""
+    import fastopt
+    from fastopt.cli import _shared
+
+    assert sorted(_shared.OPTIMIZERS) == sorted(fastopt.optim.keras.names())

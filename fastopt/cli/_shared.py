@@ -13,7 +13,8 @@ import numpy as np
 import fastopt
 
 DEFAULT_HIDDEN = "32,64,128,256"
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "adamax", "adadelta",
+              "lion")  # the Keras family's names (fastopt.optim.keras.names())
 
 # command-line flag -> Keras-style optimizer argument
 OPT_FLAGS = {"lr": "learning_rate", "momentum": "momentum", "beta1": "beta_1",

@@ -83,8 +83,9 @@ class MLP:
     def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=None):
         """Choose the optimizer, the loss and the metrics (Keras' names).
 
-        ``optimizer`` is a name ('sgd', 'adam', 'adamw', 'rmsprop', 'adagrad':
-        the Keras-compatible class with Keras' defaults), a
+        ``optimizer`` is a name of :func:`fastopt.optim.keras.names` ('sgd',
+        'adam', 'adamw', 'rmsprop', 'adagrad', 'nadam', 'adamax', 'adadelta',
+        'lion': the Keras-compatible class with Keras' defaults), a
         :mod:`fastopt.optim.keras` instance (built over this model's
         parameters here), or a :mod:`fastopt.optim` (PyTorch-style) instance
         constructed over ``model.params``.  ``loss`` is any name of
