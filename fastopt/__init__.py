@@ -23,11 +23,13 @@ from fastopt._kernels import (BoundUpdate, adadelta_, adagrad_, adam_, adamax_, 
                               mean_squared_error, nadam_, rmsprop_, sgd_,
                               softmax_cross_entropy, sum_squares)
 from fastopt import callbacks, checkpoint, datasets, optim, schedules  # noqa: E402
+from fastopt import layers, losses, metrics  # noqa: E402
 from fastopt.optim.flat import FlatParameters
-from fastopt.training import MLP, History
+from fastopt.training import MLP, History, Sequential
 
-__all__ = ["BoundUpdate", "FlatParameters", "History", "MLP", "adadelta_", "adagrad_", "adam_",
+__all__ = ["BoundUpdate", "FlatParameters", "History", "MLP", "Sequential", "adadelta_", "adagrad_", "adam_",
            "adamax_", "adamw_", "lion_", "nadam_",
-           "all_finite", "bind", "binary_cross_entropy", "build_info", "callbacks", "checkpoint", "datasets", "mean_squared_error", "optim",
+           "all_finite", "bind", "binary_cross_entropy", "build_info", "callbacks", "checkpoint", "datasets", "layers", "losses", "mean_squared_error",
+           "metrics", "optim",
            "rmsprop_", "schedules", "sgd_", "softmax_cross_entropy", "sum_squares",
            "__version__"]

@@ -222,6 +222,9 @@ def count_correct(
 def gemm_(a: _F32, b: _F32, out: _F32, *, trans_a: _Bool = False,
           trans_b: _Bool = False) -> None: ...
 
+def dropout_mask(rows: int, columns: int, rate: float, seed: int, step: int,
+                 layer: int) -> npt.NDArray[np.float32]: ...
+
 class Network:
     def __init__(
         self,
@@ -231,12 +234,18 @@ class Network:
         bias_grads: Sequence[_F32],
         *,
         rows: int,
-        activation: _Activation = "relu",
+        activation: _Activation | Sequence[_Activation] = "relu",
         output: _Activation = "softmax",
-        loss: _LossName | None = None,
+        loss: _LossName | Any | None = None,
+        dropout: Sequence[float] | None = None,
+        seed: int = 0,
+        metrics: Sequence[int] = (),
     ) -> None: ...
     @property
     def rows(self) -> int: ...
+    @property
+    def metric_sums(self) -> tuple[float, ...]: ...
+    def reseed(self, seed: int) -> None: ...
     def gradients(
         self, x: _F32, y: npt.NDArray[np.int64] | _F32,
         index: npt.NDArray[np.int64] | None = None,

@@ -3,6 +3,8 @@
 from fastopt.training.callbacks import (Callback, CallbackList, EarlyStopping, History,
                                         LearningRateScheduler, ModelCheckpoint, ProgbarLogger,
                                         ProgressBar)
+from fastopt.training.monitors import CSVLogger, ReduceLROnPlateau, TerminateOnNaN
 
-__all__ = ["Callback", "CallbackList", "EarlyStopping", "History", "LearningRateScheduler",
-           "ModelCheckpoint", "ProgbarLogger", "ProgressBar"]
+__all__ = ["CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History",
+           "LearningRateScheduler", "ModelCheckpoint", "ProgbarLogger", "ProgressBar",
+           "ReduceLROnPlateau", "TerminateOnNaN"]

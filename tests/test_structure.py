@@ -19,7 +19,8 @@ _LAYERS = (
     ("fastopt._validate", "fastopt._objectives", "fastopt._io", "fastopt.datasets"),
     ("fastopt.optim",),
     ("fastopt.training",),
-    ("fastopt", "fastopt.callbacks", "fastopt.checkpoint", "fastopt.schedules"),
+    ("fastopt", "fastopt.callbacks", "fastopt.checkpoint", "fastopt.layers", "fastopt.losses",
+     "fastopt.metrics", "fastopt.schedules"),
     ("fastopt.cli", "fastopt.__main__", "fastopt.viz", "fastopt.torch"),
 )
 

@@ -3,7 +3,7 @@
 # The matrix products go to BLAS (numpy.matmul into preallocated buffers);
 # these kernels do everything around them in one pass each, in place.
 
-from libc.math cimport expf, tanhf, INFINITY
+from libc.math cimport expf, fabs, tanhf, INFINITY
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm
 
@@ -155,6 +155,93 @@ cdef Py_ssize_t _correct_binary(const float *O, const float *T, Py_ssize_t n,
         p = 1.0 / (1.0 + expf(-O[i])) if logits else O[i]
         correct += (1.0 if p > 0.5 else 0.0) == T[i]
     return correct
+
+
+cdef Py_ssize_t _correct_threshold(const float *O, const float *T, Py_ssize_t N,
+                                   Py_ssize_t C, Activation act) noexcept nogil:
+    """Binary accuracy's count: outputs ``act(O) > 0.5`` (``act`` linear,
+    sigmoid, or softmax over each row) equal to the 0/1 targets ``T``."""
+    cdef Py_ssize_t i, j, correct = 0
+    cdef const float *row
+    cdef float m
+    cdef double norm
+    if act != ACT_SOFTMAX:
+        return _correct_binary(O, T, N * C, act == ACT_SIGMOID)
+    for i in range(N):
+        row = O + i * C
+        m = row[_argmax(row, C)]
+        norm = 0.0
+        for j in range(C):
+            norm += expf(row[j] - m)
+        for j in range(C):
+            correct += (1.0 if <float>(expf(row[j] - m) / norm) > 0.5 else 0.0) == T[i * C + j]
+    return correct
+
+
+cdef double _error_sum(const float *O, const float *T, Py_ssize_t N, Py_ssize_t C,
+                       Activation act, bint squared) noexcept nogil:
+    """The summed squared (or absolute) error of ``act`` applied to each row
+    of ``O`` (linear: the rows as they are; sigmoid; softmax) against ``T``,
+    accumulated in double."""
+    cdef Py_ssize_t i, j
+    cdef const float *row
+    cdef float m, p
+    cdef double total = 0.0, norm, d
+    for i in range(N):
+        row = O + i * C
+        if act == ACT_SOFTMAX:
+            m = row[_argmax(row, C)]
+            norm = 0.0
+            for j in range(C):
+                norm += expf(row[j] - m)
+        for j in range(C):
+            if act == ACT_SOFTMAX:
+                p = <float>(expf(row[j] - m) / norm)
+            elif act == ACT_SIGMOID:
+                p = 1.0 / (1.0 + expf(-row[j])) if row[j] >= 0 else \
+                    expf(row[j]) / (1.0 + expf(row[j]))
+            else:
+                p = row[j]
+            d = <double>p - T[i * C + j]
+            total += d * d if squared else fabs(d)
+    return total
+
+
+cdef inline unsigned long long _mix64(unsigned long long z) noexcept nogil:
+    """SplitMix64's finaliser: a bijection of 64-bit words that scrambles
+    every input bit into every output bit."""
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef void _dropout(const float *A, float *O, Py_ssize_t N, Py_ssize_t H, float rate,
+                   unsigned long long seed, unsigned long long step, int layer) noexcept nogil:
+    """Inverted dropout of the (N, H) ``A`` into ``O`` (may be ``A``): element
+    (i, j) is kept, scaled by ``1 / (1 - rate)`` (float32), when its uniform
+    ``u = top 24 bits / 2**24`` of ``mix64(mix64(mix64(seed ^ step) ^ layer)
+    ^ (i * H + j))`` is >= ``rate``, else zeroed.  The mask is a function of
+    its key alone (counter-based), so the backward pass recomputes it."""
+    cdef Py_ssize_t i
+    cdef unsigned long long key = _mix64(_mix64(seed ^ _mix64(step)) ^ <unsigned long long>layer)
+    cdef float scale = <float>(1.0 / (1.0 - <double>rate)), u
+    for i in range(N * H):
+        u = <float>(_mix64(key ^ <unsigned long long>i) >> 40) * <float>5.9604644775390625e-08
+        O[i] = A[i] * scale if u >= rate else 0.0
+
+
+def dropout_mask(Py_ssize_t rows, Py_ssize_t columns, double rate, unsigned long long seed,
+                 unsigned long long step, int layer):
+    """The float32 (rows, columns) factors Network's dropout multiplies
+    layer ``layer``'s activations by at call ``step`` under ``seed``: 0 or
+    ``float32(1 / (1 - rate))``.  For tests and references."""
+    if rows < 0 or columns < 0 or not 0 <= rate < 1:
+        raise ValueError("rows and columns must be >= 0 and rate in [0, 1)")
+    out = np.ones((rows, columns), np.float32)
+    cdef float[:, ::1] o = out
+    if rows and columns:
+        _dropout(&o[0, 0], &o[0, 0], rows, columns, <float>rate, seed, step, layer)
+    return out
 
 
 cdef void _sgemm(bint ta, bint tb, int M, int N, int K, const float *A, int lda,

@@ -63,14 +63,16 @@ cdef int _xent(const float *z, const long long *label, const float *target, floa
 
 
 cdef double _bce(const float *X, const float *Y, float *G, double *L, Py_ssize_t n,
-                 bint logits, double scale) noexcept nogil:
+                 bint logits, double scale, double smoothing) noexcept nogil:
+    """With ``smoothing`` s each target t is ``t (1 - s) + s / 2`` (Keras)."""
     cdef Py_ssize_t i
     cdef double total = 0.0, loss
     cdef float z, t, e, sig, p
     cdef float lo = 1e-7, hi = 1.0 - <float>1e-7
+    cdef float keep = <float>(1.0 - smoothing), half = <float>(0.5 * smoothing)
     for i in range(n):
         z = X[i]
-        t = Y[i]
+        t = Y[i] * keep + half if smoothing else Y[i]
         if logits:
             e = expf(-fabs(z))
             loss = (z if z > 0 else 0.0) - <double>z * t + log1p(<double>e)
@@ -235,7 +237,7 @@ def binary_cross_entropy(outputs, targets, grad=None, *, from_logits=True, reduc
     cdef double scale = 1.0 / n if (red == RED_MEAN and n > 0) else 1.0
     cdef double total
     with nogil:
-        total = _bce(X, Y, G, L, n, logits, scale)
+        total = _bce(X, Y, G, L, n, logits, scale, 0.0)
     return _reduced(total, n, red, per)
 
 

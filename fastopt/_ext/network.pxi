@@ -25,16 +25,25 @@ cdef enum AccuracyRule:     # objectives.ARGMAX_LABEL, ARGMAX_ONE_HOT, THRESHOLD
     ACC_ARGMAX_ONE_HOT = 1
     ACC_THRESHOLD = 2
 
+cdef enum:                  # the other metrics: objectives.ABS_ERROR, SQUARED_ERROR
+    METRIC_ABS_ERROR = 3
+    METRIC_SQUARED_ERROR = 4
+
 # The table names these codes too; a build whose two lists disagree must not load.
 if ((objectives.SPARSE_CE, objectives.CATEGORICAL_CE, objectives.BCE, objectives.MSE,
-     objectives.ARGMAX_LABEL, objectives.ARGMAX_ONE_HOT, objectives.THRESHOLD)
+     objectives.ARGMAX_LABEL, objectives.ARGMAX_ONE_HOT, objectives.THRESHOLD,
+     objectives.ABS_ERROR, objectives.SQUARED_ERROR)
         != (LOSS_SPARSE_CE, LOSS_CATEGORICAL_CE, LOSS_BCE, LOSS_MSE,
-            ACC_ARGMAX_LABEL, ACC_ARGMAX_ONE_HOT, ACC_THRESHOLD)):
+            ACC_ARGMAX_LABEL, ACC_ARGMAX_ONE_HOT, ACC_THRESHOLD,
+            METRIC_ABS_ERROR, METRIC_SQUARED_ERROR)):
     raise ImportError("the loss codes of fastopt._objectives and network.pxi disagree")
 
 
 cdef struct _Layer:
     Py_ssize_t fan_in, fan_out
+    Activation act       # this layer's activation (the output's: see Network.output)
+    float rate           # the dropout rate applied to this layer's activations (0: none)
+    float *out           # (rows, fan_out): the dropped-out activations when rate > 0, owned
     const float *W       # (fan_in, fan_out), the caller's
     const float *b       # (fan_out,), the caller's
     float *dW            # like W, the caller's
@@ -53,10 +62,19 @@ cdef class Network:
     with nothing else), checked once, and allocates activation buffers for
     up to ``rows`` samples.  Each call then runs a whole pass without the GIL
     and without Python between the layers.  Layer k computes
-    ``a_k = act(a_{k-1} @ W_k + b_k)`` with ``activation`` on the hidden
-    layers and ``output`` on the last.
+    ``a_k = act_k(a_{k-1} @ W_k + b_k)``: ``activation`` is the hidden
+    layers' activation, one name for all or a sequence of one per hidden
+    layer, and ``output`` the last layer's.  ``dropout``: None, or one rate
+    in [0, 1) per layer (the last one's 0), applied to that layer's
+    activations in :meth:`gradients` only (as Keras' Dropout after a Dense
+    layer; off in :meth:`evaluate` and :meth:`forward`), its masks keyed by
+    ``seed`` (see :meth:`reseed`).  ``metrics``: codes of
+    ``fastopt._objectives.METRIC_CODES`` whose sums each pass also computes
+    (:attr:`metric_sums`).
 
-    ``loss`` is 'sparse_categorical_crossentropy' (int64 labels of shape
+    ``loss`` (a name, or a ``fastopt._objectives.Loss`` carrying label
+    smoothing or taking the logits of a linear output) is
+    'sparse_categorical_crossentropy' (int64 labels of shape
     (N,)), 'categorical_crossentropy' (float32 targets (N, outputs)) -- both
     need ``output='softmax'`` and are computed from the logits, fused with
     the softmax --, 'binary_crossentropy' (``output='sigmoid'``, from the
@@ -80,8 +98,14 @@ cdef class Network:
     cdef _Layer *layers
     cdef int depth
     cdef Py_ssize_t max_rows, inputs, outputs
-    cdef Activation hidden, output
+    cdef Activation output
     cdef LossKind loss
+    cdef double smoothing        # label smoothing of the cross-entropies
+    cdef bint dropout            # some layer has a dropout rate
+    cdef unsigned long long seed, step  # the dropout masks' key: (seed, step, layer, row, column)
+    cdef int n_metrics
+    cdef int metric_codes[8]     # objectives' metric codes, computed in each pass ...
+    cdef double metric_sum[8]    # ... their sums over the last pass's samples
     cdef AccuracyRule accuracy
     cdef Py_ssize_t terms        # loss terms per sample: the mean divides by n * terms
     cdef bint fused              # the loss takes the output layer's logits
@@ -100,15 +124,19 @@ cdef class Network:
         PyMem_Free(self.layers)
 
     def __init__(self, weights, biases, weight_grads, bias_grads, *, rows,
-                 activation="relu", output="softmax", loss=None):
+                 activation="relu", output="softmax", loss=None, dropout=None, seed=0,
+                 metrics=()):
         if self.layers != NULL:
             raise TypeError("a Network is initialised once")
         cdef tuple lists = (weights, biases, weight_grads, bias_grads)
         cdef Py_ssize_t depth = _layer_count(lists), k
         self.max_rows = _row_count(rows)
-        self.hidden = _activation(activation)
+        hidden = _hidden_activations(activation, depth)
+        rates = _dropout_rates(dropout, depth)
         self.output = _activation(output)
         policy = _loss_policy(loss, output)
+        self._set_metrics(metrics, policy)
+        self.reseed(seed)
         cdef list bound = []
         for k in range(depth):
             bound.append(_bind_layer(k, lists, (<cnp.ndarray>bound[k - 1][0]).shape[1]
@@ -117,7 +145,7 @@ cdef class Network:
         self.inputs = (<cnp.ndarray>bound[0][0]).shape[0]
         self.outputs = (<cnp.ndarray>bound[depth - 1][0]).shape[1]
         self._set_loss(policy)
-        self._allocate(tuple(bound))
+        self._allocate(tuple(bound), hidden, rates)
 
     cdef int _set_loss(self, object policy) except -1:
         """The codes of the loss table's entry ``policy`` (None: no loss)."""
@@ -126,11 +154,47 @@ cdef class Network:
             return 0
         self.loss = <LossKind><int>policy.code
         self.fused = policy.from_logits
+        self.smoothing = policy.smoothing
         self.terms = objectives.terms_per_sample(policy, self.outputs)
         self.accuracy = <AccuracyRule><int>objectives.accuracy_rule(policy, self.outputs)
         return 0
 
-    cdef int _allocate(self, tuple bound) except -1:
+    cdef int _set_metrics(self, object metrics, object policy) except -1:
+        """The metric codes (objectives' METRIC_CODES) each pass computes."""
+        if not isinstance(metrics, (list, tuple)) or len(metrics) > 8:
+            raise TypeError(f"metrics must be a list or tuple of at most 8 metric codes, "
+                            f"got {_show(metrics)}")
+        if metrics and policy is None:
+            raise ValueError("metrics need a loss (they are computed in the training pass)")
+        cdef int k
+        for k in range(len(metrics)):
+            code = metrics[k]
+            if not _is_int(code) or code not in objectives.METRIC_CODES:
+                raise ValueError(f"metrics[{k}] must be one of {objectives.METRIC_CODES}, "
+                                 f"got {code!r}")
+            if (code == ACC_ARGMAX_LABEL) != bool(policy.labels):
+                raise ValueError(f"metrics[{k}] = {code} does not suit loss {policy.name!r}")
+            self.metric_codes[k] = code
+            self.metric_sum[k] = 0.0
+        self.n_metrics = len(metrics)
+        return 0
+
+    def reseed(self, seed):
+        """Key the dropout masks of the following calls of :meth:`gradients`
+        by ``seed`` (an int in [0, 2**64)), counting their steps from 0."""
+        if not _is_int(seed) or not 0 <= seed < 2 ** 64:
+            raise TypeError(f"seed must be an int in [0, 2**64), got {_show(seed)}")
+        self.seed = seed
+        self.step = 0
+
+    @property
+    def metric_sums(self):
+        """The sums of the metrics over the last pass's samples, one per
+        code of ``metrics``: correct predictions (accuracies), summed squared
+        or absolute errors over every output (mse, mae)."""
+        return tuple(self.metric_sum[k] for k in range(self.n_metrics))
+
+    cdef int _allocate(self, tuple bound, tuple hidden, tuple rates) except -1:
         """The activation buffers, the gather buffers and the layer table;
         the layer table is set last, so a Network whose __init__ failed has
         no layers and refuses every call."""
@@ -139,7 +203,8 @@ cdef class Network:
         for k in range(depth):
             fan_out = (<cnp.ndarray>bound[k][0]).shape[1]
             owned += [np.empty((self.max_rows, fan_out), np.float32),
-                      np.empty((self.max_rows, fan_out), np.float32)]
+                      np.empty((self.max_rows, fan_out), np.float32),
+                      np.empty((self.max_rows if rates[k] else 0, fan_out), np.float32)]
         self.x_rows = np.empty((self.max_rows, self.inputs), np.float32)
         self.label_rows = np.empty(self.max_rows, np.int64)
         self.target_rows = np.empty((self.max_rows, self.outputs), np.float32)
@@ -155,8 +220,12 @@ cdef class Network:
             layers[k].b = <const float *>cnp.PyArray_DATA(b)
             layers[k].dW = _f32(dW)
             layers[k].db = _f32(db)
-            layers[k].a = _f32(owned[2 * k])
-            layers[k].d = _f32(owned[2 * k + 1])
+            layers[k].a = _f32(owned[3 * k])
+            layers[k].d = _f32(owned[3 * k + 1])
+            layers[k].act = self.output if k == depth - 1 else <Activation><int>hidden[k]
+            layers[k].rate = rates[k]
+            layers[k].out = _f32(owned[3 * k + 2]) if rates[k] else layers[k].a
+            self.dropout = self.dropout or rates[k] > 0
         self.bound = bound
         self.owned = tuple(owned)
         self.depth = depth
@@ -315,15 +384,22 @@ cdef class Network:
             raise ValueError("y (the targets of this batch) holds nan or inf")
         return 0
 
-    cdef void _forward(self, const float *x, Py_ssize_t n, Activation last) noexcept nogil:
+    cdef void _forward(self, const float *x, Py_ssize_t n, Activation last,
+                       bint train) noexcept nogil:
+        """The layers over ``n`` rows of ``x``; with ``train``, each layer's
+        dropout (its ``out``) feeds the next layer."""
         cdef int k
         cdef _Layer *L
         cdef const float *a = x
         for k in range(self.depth):
             L = &self.layers[k]
             _sgemm(False, False, n, L.fan_out, L.fan_in, a, L.fan_in, L.W, L.fan_out, L.a)
-            _bias_act(L.a, L.b, n, L.fan_out, self.hidden if k < self.depth - 1 else last)
-            a = L.a
+            _bias_act(L.a, L.b, n, L.fan_out, L.act if k < self.depth - 1 else last)
+            if train and L.rate > 0:
+                _dropout(L.a, L.out, n, L.fan_out, L.rate, self.seed, self.step, k)
+                a = L.out
+            else:
+                a = L.a
 
     cdef int _loss(self, Py_ssize_t n, const long long *labels, const float *targets,
                    bint backward, double *total, Py_ssize_t *correct) noexcept nogil:
@@ -337,20 +413,49 @@ cdef class Network:
         if self.accuracy == ACC_ARGMAX_LABEL:
             correct[0] = _correct_sparse(L.a, labels, n, C)
         elif self.accuracy == ACC_THRESHOLD:
-            correct[0] = _correct_binary(L.a, targets, n * C, self.fused)
+            correct[0] = _correct_binary(L.a, targets, n * C, self._output_from_logits())
         else:
             correct[0] = _correct_categorical(L.a, targets, n, C)
         if self.loss == LOSS_SPARSE_CE or self.loss == LOSS_CATEGORICAL_CE:
             # labels were checked to be in [0, C): -1 is never ignored
-            return _xent(L.a, labels, targets, G, NULL, n, C, -1, 0.0,
+            self._metrics(n, labels, targets)
+            return _xent(L.a, labels, targets, G, NULL, n, C, -1, self.smoothing,
                          1.0 / count if backward else 1.0, total)
+        self._metrics(n, labels, targets)
         if self.loss == LOSS_BCE:
-            total[0] = _bce(L.a, targets, G, NULL, n * C, True, 1.0 / count if backward else 1.0)
+            total[0] = _bce(L.a, targets, G, NULL, n * C, True, 1.0 / count if backward else 1.0,
+                            self.smoothing)
             return 0
         total[0] = _mse(L.a, targets, G, NULL, n * C, 2.0 / count if backward else 2.0)
         if backward:
             _act_backward(G, L.a, n, C, self.output)
         return 0
+
+    cdef bint _output_from_logits(self) noexcept nogil:
+        """Whether the last layer's buffer holds logits that the output
+        activation (sigmoid or softmax) has not been applied to."""
+        return self.fused and self.output != ACT_LINEAR
+
+    cdef void _metrics(self, Py_ssize_t n, const long long *labels,
+                       const float *targets) noexcept nogil:
+        """The metrics' sums over the model's outputs (the last layer's
+        buffer, with the output activation applied when it holds logits)."""
+        cdef _Layer *L = &self.layers[self.depth - 1]
+        cdef Py_ssize_t C = L.fan_out
+        cdef int k, code
+        cdef bint logits = self._output_from_logits()
+        cdef Activation act = self.output if logits else ACT_LINEAR
+        for k in range(self.n_metrics):
+            code = self.metric_codes[k]
+            if code == ACC_ARGMAX_LABEL:
+                self.metric_sum[k] = _correct_sparse(L.a, labels, n, C)
+            elif code == ACC_ARGMAX_ONE_HOT:
+                self.metric_sum[k] = _correct_categorical(L.a, targets, n, C)
+            elif code == ACC_THRESHOLD:
+                self.metric_sum[k] = _correct_threshold(L.a, targets, n, C, act)
+            else:
+                self.metric_sum[k] = _error_sum(L.a, targets, n, C, act,
+                                                code == METRIC_SQUARED_ERROR)
 
     cdef void _backward(self, const float *x, Py_ssize_t n) noexcept nogil:
         cdef int k
@@ -358,13 +463,15 @@ cdef class Network:
         cdef _Layer *P
         for k in range(self.depth - 1, -1, -1):
             L = &self.layers[k]
-            _sgemm(True, False, L.fan_in, L.fan_out, n, x if k == 0 else self.layers[k - 1].a,
+            _sgemm(True, False, L.fan_in, L.fan_out, n, x if k == 0 else self.layers[k - 1].out,
                    L.fan_in, L.d, L.fan_out, L.dW)
             _bias_grad(L.d, L.db, n, L.fan_out)
             if k:
                 P = &self.layers[k - 1]
                 _sgemm(False, True, n, L.fan_in, L.fan_out, L.d, L.fan_out, L.W, L.fan_out, P.d)
-                _act_backward(P.d, P.a, n, L.fan_in, self.hidden)
+                if P.rate > 0:
+                    _dropout(P.d, P.d, n, L.fan_in, P.rate, self.seed, self.step, k - 1)
+                _act_backward(P.d, P.a, n, L.fan_in, P.act)
 
     cdef tuple _pass(self, object x, object y, object index, bint backward):
         self._check_bound()
@@ -377,10 +484,12 @@ cdef class Network:
         cdef double total = 0.0
         cdef int status
         with nogil:
-            self._forward(X, n, ACT_LINEAR if self.fused else self.output)
+            self._forward(X, n, ACT_LINEAR if self.fused else self.output, backward)
             status = self._loss(n, labels, targets, backward, &total, &correct)
             if status == 0 and backward:
                 self._backward(X, n)
+        if backward:
+            self.step += 1
         if status != 0:
             raise MemoryError(f"no scratch memory for a row of {self.outputs} classes")
         if backward:
@@ -399,6 +508,9 @@ cdef class Network:
         finite.  Returns ``(mean loss, correct predictions)``; the mean is
         over samples for the cross-entropies and over every output for
         binary cross-entropy and mse, as Keras and torch average them.
+        The layers' dropout is applied (inverted: kept activations are
+        scaled by ``1 / (1 - rate)``, as Keras' Dropout), with masks keyed by
+        (seed, call count, layer, batch row, column); see :meth:`reseed`.
         """
         return self._pass(x, y, index, True)
 
@@ -426,7 +538,7 @@ cdef class Network:
         cdef float *O = _f32(o)
         cdef _Layer *L = &self.layers[self.depth - 1]
         with nogil:
-            self._forward(X, n, self.output)
+            self._forward(X, n, self.output, False)
             memcpy(O, L.a, n * self.outputs * sizeof(float))
 
     @property

@@ -34,11 +34,11 @@ cdef Py_ssize_t _layer_count(tuple lists) except -1:
 
 
 cdef object _loss_policy(object loss, object output):
-    """The loss table's entry for ``loss`` (None for None), checked
-    against the output activation."""
+    """The loss table's entry for ``loss`` (None for None; a
+    ``objectives.Loss`` as it is), checked against the output activation."""
     if loss is None:
         return None
-    policy = objectives.get(loss, allow_none=True)
+    policy = loss if isinstance(loss, objectives.Loss) else objectives.get(loss, allow_none=True)
     objectives.check_output(policy, output)
     return policy
 
@@ -82,3 +82,40 @@ cdef int _check_written_apart(tuple bound) except -1:
                 if _overlap(arrays[i], bound[k][j]):
                     raise _sharing(names[i], name)
     return 0
+
+
+cdef tuple _hidden_activations(object activation, Py_ssize_t depth):
+    """The hidden layers' activation codes: one name for all of them, or a
+    list or tuple of one name per hidden layer (``depth - 1``)."""
+    if isinstance(activation, str):
+        return (_activation(activation),) * (depth - 1)
+    if not isinstance(activation, (list, tuple)):
+        raise TypeError(f"activation must be a name or a list of one name per hidden "
+                        f"layer, got {_show(activation)}")
+    if len(activation) != depth - 1:
+        raise ValueError(f"activation lists {len(activation)} names, the network has "
+                         f"{depth - 1} hidden layers")
+    return tuple(_activation(a) for a in activation)
+
+
+cdef tuple _dropout_rates(object dropout, Py_ssize_t depth):
+    """The layers' dropout rates: None (none), or one rate in [0, 1) per
+    layer, the output layer's 0."""
+    if dropout is None:
+        return (0.0,) * depth
+    if not isinstance(dropout, (list, tuple)):
+        raise TypeError(f"dropout must be None or a list of one rate per layer, "
+                        f"got {_show(dropout)}")
+    if len(dropout) != depth:
+        raise ValueError(f"dropout lists {len(dropout)} rates, the network has {depth} layers")
+    cdef list rates = []
+    for k in range(depth):
+        rate = dropout[k]
+        if isinstance(rate, _BOOL_TYPES) or not isinstance(rate, (float, int)):
+            raise TypeError(f"dropout[{k}] must be a number, got {_show(rate)}")
+        if not 0 <= rate < 1:
+            raise ValueError(f"dropout[{k}] must be in [0, 1), got {rate!r}")
+        rates.append(float(rate))
+    if rates[depth - 1]:
+        raise ValueError("the output layer takes no dropout (dropout[-1] must be 0)")
+    return tuple(rates)

@@ -6,7 +6,9 @@ A training step is one call into the compiled ``Network`` pass
 :mod:`fastopt.optim`.  The loss and metric policy is one table,
 :mod:`fastopt._objectives`.
 """
-from fastopt.training import callbacks, checkpoint
+from fastopt.training import callbacks, checkpoint, layers, losses, metrics
 from fastopt.training.model import MLP, History
+from fastopt.training.sequential import Sequential
 
-__all__ = ["History", "MLP", "callbacks", "checkpoint"]
+__all__ = ["History", "MLP", "Sequential", "callbacks", "checkpoint", "layers", "losses",
+           "metrics"]

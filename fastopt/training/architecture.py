@@ -2,10 +2,12 @@
 count, shared by :class:`~fastopt.training.model.MLP` and by the files that
 store one (which check a stored configuration before allocating anything)."""
 import fastopt._kernels as K
-from fastopt._validate import check_choice, check_int
+from fastopt import _objectives as objectives
+from fastopt._validate import check_choice, check_int, check_number
 
 INITIALIZERS = ("glorot_uniform", "he_uniform")
-CONFIG_KEYS = ("layer_sizes", "activation", "output", "seed", "kernel_initializer")
+CONFIG_KEYS = ("layer_sizes", "activation", "output", "seed", "kernel_initializer", "dropout",
+               "layers")
 
 
 def check_layer_sizes(layer_sizes):
@@ -19,12 +21,44 @@ def check_layer_sizes(layer_sizes):
     return [check_int(s, f"layer_sizes[{k}]", minimum=1) for k, s in enumerate(sizes)]
 
 
-def check_activations(activation, output, kernel_initializer):
+def check_activations(activation, output, kernel_initializer, sizes):
     """The layers' activations (any of the compiled layers' ``ACTIVATIONS``,
-    hidden or output) and the initializer, checked."""
-    check_choice(activation, "activation", K.ACTIVATIONS)
+    hidden or output; ``activation`` one name for every hidden layer or a
+    list of one per hidden layer) and the initializer, checked against the
+    layer ``sizes``: a softmax over one unit is refused (always 1.0)."""
+    hidden = len(sizes) - 2
+    if isinstance(activation, (list, tuple)):
+        if len(activation) != hidden:
+            raise ValueError(f"activation lists {len(activation)} names, the model has "
+                             f"{hidden} hidden layers")
+        names = list(activation)
+    else:
+        names = [activation] * hidden
+        check_choice(activation, "activation", K.ACTIVATIONS)
+    for k, name in enumerate(names):
+        check_choice(name, f"activation[{k}]", K.ACTIVATIONS)
+        if sizes[k + 1] == 1 and name == "softmax":
+            objectives.check_single_unit(name)
     check_choice(output, "output", K.ACTIVATIONS)
+    if sizes[-1] == 1:
+        objectives.check_single_unit(output)
     check_choice(kernel_initializer, "kernel_initializer", INITIALIZERS)
+
+
+def check_dropout(dropout, hidden):
+    """The hidden layers' dropout rates as a list (empty for None): one
+    rate in [0, 1) per hidden layer."""
+    if dropout is None:
+        return []
+    if isinstance(dropout, (str, bytes)) or not hasattr(dropout, "__iter__"):
+        raise TypeError(f"dropout must be None or a list of rates, got {dropout!r}")
+    rates = list(dropout)
+    if len(rates) != hidden:
+        raise ValueError(f"dropout lists {len(rates)} rates, the model has {hidden} hidden "
+                         f"layers (one rate each)")
+    rates = [check_number(r, f"dropout[{k}]", minimum=0, maximum=1, max_open=True)
+             for k, r in enumerate(rates)]
+    return rates if any(rates) else []
 
 
 def parameter_count(sizes):

@@ -17,6 +17,10 @@ from fastopt.training.checkpoint_file import save as save_checkpoint
 
 class Callback:
     model = None
+    #: fit adds the epoch's float learning rate to the logs ('learning_rate',
+    #: in the history too) when a callback sets this, as Keras 3's
+    #: LearningRateScheduler and ReduceLROnPlateau log it
+    records_learning_rate = False
 
     def set_model(self, model):
         self.model = model
@@ -142,6 +146,8 @@ class LearningRateScheduler(Callback):
             raise TypeError("schedule must be callable as schedule(epoch, lr)")
         self.schedule = schedule
 
+    records_learning_rate = True
+
     def on_epoch_begin(self, epoch, logs=None):
         for group in self.model.optimizer.param_groups:
             lr = group["lr"]
@@ -218,24 +224,30 @@ class ProgbarLogger(Callback):
         stream = stream or sys.stderr
         self.bar = ProgressBar(steps, epochs, stream) if verbose == 1 and _isatty(stream) \
             else None
-        self.epochs = epochs
+        self.epochs, self.steps, self.done = epochs, steps, 0
         self.history = history
 
     def on_epoch_begin(self, epoch, logs=None):
+        self.done = 0
         if self.bar:
             self.bar.on_epoch_begin(epoch)
 
     def on_batch_end(self, batch, logs=None):
+        self.done += 1
         if self.bar:
             self.bar.on_batch_end(batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
+        """The epoch's line, with the steps run as Keras counts them
+        (``1688/1688``) and the time per step."""
         if self.bar:
             self.bar.on_epoch_end(epoch)
         parts = " - ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}"
                            for k, v in logs.items())
-        print(f"Epoch {epoch + 1}/{self.epochs} - {self.history.epoch_seconds[-1]:.2f}s - "
-              f"{parts}", flush=True)
+        seconds = self.history.epoch_seconds[-1]
+        per_step = f" - {1000 * seconds / self.done:.0f}ms/step" if self.done else ""
+        print(f"Epoch {epoch + 1}/{self.epochs} - {self.done}/{self.steps} - {seconds:.2f}s"
+              f"{per_step} - {parts}", flush=True)
 
 
 def _as_list(callbacks):
@@ -275,6 +287,10 @@ class CallbackList(Callback):
         super().set_model(model)
         for c in self.callbacks:
             c.set_model(model)
+
+    @property
+    def records_learning_rate(self):
+        return any(c.records_learning_rate for c in self.callbacks)
 
     def on_train_begin(self, logs=None):
         for c in self.callbacks:

@@ -17,7 +17,7 @@ class Checkpoint:
 
 
 def _build(meta, params, arrays):
-    model = MLP(**meta["model"])
+    model = MLP.from_config(meta["model"])
     model.params.data[:] = params
     opt, state_dict = rebuild_optimizer(meta["optimizer"], arrays, model)
     model.compile(opt, loss=meta["compile"]["loss"], metrics=meta["compile"]["metrics"])

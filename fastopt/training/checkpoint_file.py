@@ -99,7 +99,7 @@ def save(path, model, epoch, history=None, extra=None):
     meta = {
         "format": _FORMAT,
         "model": model.get_config(),
-        "compile": {"loss": model.loss, "metrics": model.metrics},
+        "compile": model.compile_config(),
         "optimizer": opt_meta,
         "epoch": int(epoch),
         "rng": model.rng_state,

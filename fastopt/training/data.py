@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 import fastopt._kernels as K
+from fastopt import _objectives as objectives
 from fastopt._validate import check_number
 
 
@@ -34,8 +35,10 @@ def _as_labels(y, n, outputs, name):
     if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer)
                            or (np.issubdtype(y.dtype, np.floating)
                                and np.all(np.mod(y, 1) == 0))):
+        hint = (" (one-hot targets need loss='categorical_crossentropy')"
+                if y.ndim == 2 and y.shape[1] == outputs else "")
         raise ValueError(f"{name} must be integer class labels of shape ({n},) for "
-                         f"sparse_categorical_crossentropy, got {y.dtype} {y.shape}")
+                         f"sparse_categorical_crossentropy, got {y.dtype} {y.shape}{hint}")
     y = y.astype(np.int64)
     if n and (y.min() < 0 or y.max() >= outputs):
         bad = int(np.flatnonzero((y < 0) | (y >= outputs))[0])
@@ -63,6 +66,11 @@ def as_targets(y, n, loss, outputs, name="y"):
     y = np.require(y, np.float32, ["C", "A"])
     if not K.all_finite(y):
         raise ValueError(f"{name} holds nan or inf")
+    if loss.code in (objectives.BCE, objectives.CATEGORICAL_CE) and n and (
+            y.min() < 0 or y.max() > 1):
+        bad = np.unravel_index(int(np.argmax((y < 0) | (y > 1))), y.shape)
+        raise ValueError(f"{name}{list(bad)} = {y[bad]}: {loss.name} needs targets in [0, 1] "
+                         f"(probabilities{', one-hot rows' if loss.code != objectives.BCE else ''})")
     return y
 
 

@@ -41,33 +41,42 @@ class FitRun:
         """One pass over the (reshuffled) training set; returns the epoch's
         logs: the training loss and accuracy are means over the batches as
         they were trained on (before each update), weighted by batch size."""
-        total_loss, total_correct, seen, skipped = 0.0, 0, 0, 0
+        total_loss, seen, skipped = 0.0, 0, 0
+        sums = [0.0] * len(self.model.objective.metrics)
         batch_logs = {}
         order = epoch_order(self.model.rng, len(self.x), self.shuffle)
+        if self.model.dropout:  # this epoch's dropout masks, from the model's generator
+            self.network.reseed(int(self.model.rng.integers(2 ** 63)))
         for batch, index in enumerate(batches(order, self.rows)):
             result = self.batch(index, epoch, batch)
-            if result is None:
+            if result is None:  # skipped: the callbacks see its non-finite loss
                 skipped += 1
-                continue
-            total_loss += result[0] * len(index)
-            total_correct += result[1]
-            seen += len(index)
-            batch_logs["loss"] = total_loss / seen
-            callbacks.on_batch_end(batch, batch_logs)
+                callbacks.on_batch_end(batch, {"loss": float("nan")})
+            else:
+                total_loss += result[0] * len(index)
+                sums = [a + b for a, b in zip(sums, result[1])]
+                seen += len(index)
+                batch_logs["loss"] = total_loss / seen
+                callbacks.on_batch_end(batch, batch_logs)
+            if self.model.stop_training:  # as Keras, a callback may stop mid-epoch
+                break
         logs = self.model.objective.logs(total_loss / seen if seen else float("nan"),
-                                          total_correct, seen)
+                                          sums, seen)
         if self.validate is not None:
             logs.update({"val_" + k: v for k, v in self.validate().items()})
         if self.on_nonfinite == "skip":
             logs["skipped_steps"] = skipped
+        lr = self.model.optimizer.param_groups[0]["lr"]
+        if callbacks.records_learning_rate and not callable(lr):
+            logs["learning_rate"] = float(lr)  # the epoch's, as Keras' callbacks log it
         return logs
 
     def batch(self, index, epoch, batch):
         """Gradients of the rows ``index`` and one optimizer step:
-        ``(mean loss, correct count)``, or None for a batch skipped because
+        ``(mean loss, the metrics' sums)``, or None for a batch skipped because
         its loss or gradient holds nan or inf (with 'raise',
         FloatingPointError instead; nothing is applied either way)."""
-        loss, correct = self.network.gradients(self.x, self.y, index)
+        loss = self.network.gradients(self.x, self.y, index)[0]
         # the loss can be finite while the backward pass overflowed: the
         # optimizer scans the gradient before applying anything
         if not math.isfinite(loss):
@@ -75,7 +84,7 @@ class FitRun:
         elif self.model.optimizer.step(skip_nonfinite=True):
             bad = "gradient"
         else:
-            return loss, correct
+            return loss, self.network.metric_sums
         if self.on_nonfinite == "raise":
             raise FloatingPointError(
                 f"non-finite {bad} (loss {loss}) at epoch {epoch + 1}, batch {batch + 1} of "

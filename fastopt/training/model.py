@@ -24,6 +24,8 @@ from fastopt.training import architecture, data, files
 from fastopt.training.callbacks import CallbackList, History, ModelCheckpoint, \
     resolve_verbose
 from fastopt.training.loop import FitRun
+from fastopt.training.losses import LossFunction
+from fastopt.training.summary import summary_text
 from fastopt.training.threads import blas_threads, check_threads
 
 __all__ = ["History", "MLP"]
@@ -36,8 +38,8 @@ class MLP:
     ----------
     layer_sizes : sequence of int
         Input size, hidden sizes, output size.
-    activation : {'relu', 'sigmoid', 'tanh', 'linear', 'softmax'}
-        Activation of every hidden layer.
+    activation : {'relu', 'sigmoid', 'tanh', 'linear', 'softmax'} or a list of them
+        Activation of every hidden layer, or one per hidden layer.
     output : {'softmax', 'sigmoid', 'linear', 'relu', 'tanh'}
         Activation of the output layer.
     seed : int, optional
@@ -46,14 +48,22 @@ class MLP:
     kernel_initializer : {'glorot_uniform', 'he_uniform'}
         Keras' default, Glorot-uniform (limit sqrt(6 / (fan_in + fan_out))),
         or He-uniform (sqrt(6 / fan_in)); biases start at zero.
+    dropout : list of float, optional
+        One rate in [0, 1) per hidden layer: Keras' ``Dropout(rate)`` after
+        that layer (inverted scaling, training only; see
+        :class:`fastopt.layers.Dropout`).
     """
 
+    _from_config = {}  # a config key -> the subclass that builds such configs
+
     def __init__(self, layer_sizes, activation="relu", output="softmax", seed=None,
-                 kernel_initializer="glorot_uniform"):
+                 kernel_initializer="glorot_uniform", dropout=None):
         sizes = architecture.check_layer_sizes(layer_sizes)
-        architecture.check_activations(activation, output, kernel_initializer)
+        architecture.check_activations(activation, output, kernel_initializer, sizes)
+        self.dropout = architecture.check_dropout(dropout, len(sizes) - 2)
         self.layer_sizes = sizes
-        self.activation = activation
+        self.activation = list(activation) if isinstance(activation, (list, tuple)) \
+            else activation
         self.output = output
         self.seed = seed
         self.kernel_initializer = kernel_initializer
@@ -93,8 +103,15 @@ class MLP:
         'sparse_categorical_crossentropy', 'categorical_crossentropy' (both
         need ``output='softmax'`` and are computed from the logits, fused with
         the softmax), 'binary_crossentropy' (``output='sigmoid'``, likewise
-        from the logits) or 'mse' ('mean_squared_error').  ``metrics`` may
-        hold 'accuracy'.
+        from the logits) or 'mse' ('mean_squared_error'), or a
+        :mod:`fastopt.losses` object (``from_logits=True`` takes a linear
+        output's logits; ``label_smoothing`` reaches the compiled pass).
+        ``metrics``: names of :data:`fastopt._objectives.METRICS` ('accuracy'
+        or 'acc' -- resolved as Keras 3 does --, 'binary_accuracy',
+        'categorical_accuracy', 'sparse_categorical_accuracy', 'mse', 'mae',
+        ...) or :mod:`fastopt.metrics` objects; ``fit``'s history reports each
+        under the name given.  A loss that does not fit the output layer, or
+        a metric that does not fit the loss's targets, is a ValueError.
         """
         objective = self._objective(loss, metrics)
         opt = keras_optimizers.get(optimizer) if isinstance(optimizer, str) else optimizer
@@ -115,14 +132,16 @@ class MLP:
     def _objective(self, loss, metrics):
         """The checked :class:`~fastopt._objectives.Objective` of ``loss``
         and ``metrics`` for this model's output layer."""
-        policy = objectives.get(loss)
-        objectives.check_output(policy, self.output)
-        return objectives.Objective(policy, self.layer_sizes[-1], objectives.get_metrics(metrics))
+        policy = loss.policy if isinstance(loss, LossFunction) else objectives.get(loss)
+        outputs = self.layer_sizes[-1]
+        objectives.check_output(policy, self.output, outputs)
+        return objectives.Objective(policy, outputs,
+                                    objectives.get_metrics(metrics, policy, outputs))
 
     def _set_objective(self, objective):
         self.objective = objective
         self.loss = objective.loss.name
-        self.metrics = objective.metrics
+        self.metrics = objective.names
         self._train_network = None
 
     # -- the training step ---------------------------------------------------
@@ -131,7 +150,9 @@ class MLP:
         and gradient arrays, for up to ``rows`` samples at a time."""
         return K.Network(self.weights, self.biases, self._weight_grads, self._bias_grads,
                          rows=rows, activation=self.activation, output=self.output,
-                         loss=self.loss if loss else None)
+                         loss=self.objective.loss if loss and self.objective else None,
+                         metrics=self.objective.codes if loss and self.objective else (),
+                         dropout=self.dropout + [0.0] if self.dropout else None)
 
     def _require_loss(self):
         if self.objective is None:
@@ -239,17 +260,15 @@ class MLP:
         rows = min(chunk, len(x))
         network = self._network(rows)
         total_loss = 0.0
-        total_correct = 0
+        sums = [0.0] * len(self.metrics)
         for lo in range(0, len(x), rows):
-            loss, correct = network.evaluate(x[lo:lo + rows], y[lo:lo + rows])
-            total_loss += loss
-            total_correct += correct
-        return self.objective.logs(self.objective.mean_loss(total_loss, len(x)),
-                                   total_correct, len(x))
+            total_loss += network.evaluate(x[lo:lo + rows], y[lo:lo + rows])[0]
+            sums = [a + b for a, b in zip(sums, network.metric_sums)]
+        return self.objective.logs(self.objective.mean_loss(total_loss, len(x)), sums, len(x))
 
     def evaluate(self, x, y, batch_size=None, verbose=0, threads="auto"):
-        """Mean loss over (x, y), and accuracy if compiled with it: a float,
-        or ``[loss, accuracy]`` (as Keras).  ``batch_size`` only sets the
+        """Mean loss over (x, y), and the compiled metrics: a float, or
+        ``[loss, metric, ...]`` in the order compiled (as Keras).  ``batch_size`` only sets the
         chunk size of the computation, not the result.  A model loaded with
         :meth:`load` evaluates with the loss it was compiled with.
         ``threads`` as in :meth:`fit`."""
@@ -263,7 +282,7 @@ class MLP:
             logs = self._evaluate(x, y, chunk)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
-        return [logs["loss"], logs["accuracy"]] if self.metrics else logs["loss"]
+        return [logs["loss"]] + [logs[k] for k in self.metrics] if self.metrics else logs["loss"]
 
     def predict(self, x, batch_size=1024, threads="auto"):
         """The model's outputs for ``x`` (class probabilities with a softmax
@@ -305,17 +324,33 @@ class MLP:
 
     # -- save / load ---------------------------------------------------------
     def get_config(self):
-        return {"layer_sizes": self.layer_sizes, "activation": self.activation,
-                "output": self.output, "seed": self.seed,
-                "kernel_initializer": self.kernel_initializer}
+        config = {"layer_sizes": self.layer_sizes, "activation": self.activation,
+                  "output": self.output, "seed": self.seed,
+                  "kernel_initializer": self.kernel_initializer}
+        if self.dropout:
+            config["dropout"] = self.dropout
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        """The model :meth:`get_config` described (a subclass's config names
+        it by a key of its own, e.g. a Sequential's 'layers')."""
+        for key, subclass in MLP._from_config.items():
+            if key in config:
+                return subclass.from_config(config)
+        return cls(**config)
+
+    def compile_config(self):
+        """How the model was compiled, as JSON-able data (None if it was not)."""
+        if self.objective is None:
+            return None
+        return {"loss": objectives.describe(self.objective.loss), "metrics": self.metrics}
 
     def save(self, path):
         """Write architecture, weights and (if compiled) the loss and
         metrics to ``path`` (a NumPy ``.npz``), atomically: a failed save
         leaves any previous file intact."""
-        compiled = None if self.objective is None else {"loss": self.loss,
-                                                        "metrics": self.metrics}
-        files.write_model(path, self.get_config(), self.params.data, compiled)
+        files.write_model(path, self.get_config(), self.params.data, self.compile_config())
 
     @classmethod
     def load(cls, path):
@@ -326,7 +361,7 @@ class MLP:
         model file, is damaged, or its parameters disagree with its
         architecture (checked before the model is allocated)."""
         def build(config, params, compiled):
-            model = cls(**config)
+            model = cls.from_config(config)
             model.params.data[:] = params
             if compiled is not None:
                 model._set_objective(model._objective(compiled["loss"], compiled["metrics"]))
@@ -334,16 +369,28 @@ class MLP:
 
         return files.read_model(path, build)
 
-    def summary(self):
-        """A table of the layers and their parameter counts."""
-        lines = [f"{'layer':<12}{'output':>10}{'params':>12}  activation"]
+    def layer_table(self):
+        """``[(name, type, output shape, parameters)]`` of the layers, as
+        Keras' summary lists them: an MLP's are Dense layers, each hidden
+        one followed by a Dropout if it has a rate."""
+        rows, count = [], {"Dense": 0, "Dropout": 0}
+
+        def add(kind, units, params):
+            k = count[kind]
+            count[kind] += 1
+            rows.append((kind.lower() + (f"_{k}" if k else ""), kind, (None, units), params))
+
         for k, (W, b) in enumerate(zip(self.weights, self.biases)):
-            act = self.activation if k < len(self.weights) - 1 else self.output
-            lines.append(f"{'dense_' + str(k):<12}{W.shape[1]:>10}{W.size + b.size:>12,}  {act}")
-        lines.append(f"total parameters: {self.params.size:,}")
-        text = "\n".join(lines)
-        print(text)
-        return text
+            add("Dense", W.shape[1], W.size + b.size)
+            if k < len(self.dropout) and self.dropout[k]:
+                add("Dropout", W.shape[1], 0)
+        return rows
+
+    def summary(self):
+        """Print Keras' table of the layers (Layer (type), Output Shape,
+        Param #) and the parameter totals; returns None, as Keras."""
+        print(summary_text(type(self).__name__.lower(), self.layer_table(),
+                           self.params.size))
 
     def __repr__(self):
         return (f"MLP({self.layer_sizes}, activation={self.activation!r}, "
