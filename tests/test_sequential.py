@@ -222,6 +222,10 @@ def test_save_load_and_checkpoints_keep_a_sequential_model(tmp_path):
     model.save(tmp_path / "m.npz")
     loaded = MLP.load(tmp_path / "m.npz")
     assert type(loaded) is Sequential and loaded.dropout == model.dropout
+    assert type(Sequential.load(tmp_path / "m.npz")) is Sequential
+    MLP([6, 3], output="softmax").save(tmp_path / "plain.npz")
+    with pytest.raises(ValueError, match="plain.npz: .*describes an MLP"):
+        Sequential.load(tmp_path / "plain.npz")
     assert [l.get_config() for l in loaded.layers] == [l.get_config() for l in model.layers]
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     assert loaded.evaluate(x, y) == model.evaluate(x, y)

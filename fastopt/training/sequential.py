@@ -153,6 +153,11 @@ class Sequential(MLP):
 
     @classmethod
     def from_config(cls, config):
+        """The model :meth:`get_config` described (ValueError for a plain
+        MLP's config or layers that do not build its stored sizes)."""
+        if "layers" not in config:
+            raise ValueError("it describes an MLP, not a Sequential model: load it with "
+                             "MLP.load")
         model = cls([layer_from_config(c) for c in config["layers"]], seed=config.get("seed"),
                     kernel_initializer=config.get("kernel_initializer", "glorot_uniform"))
         if not model.built or model.layer_sizes != config["layer_sizes"]:
