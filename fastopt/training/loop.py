@@ -9,17 +9,21 @@ batch is applied.
 import math
 
 from fastopt.training.data import batches, epoch_order
+from fastopt.training.parallel import epoch_sums
 
 
 class FitRun:
     """One ``fit``: the training pass ``network`` of ``model`` over the
     converted ``x`` and ``y`` in batches of ``rows``; ``validate()`` returns
-    the validation logs (or is None); ``on_nonfinite`` is 'raise' or 'skip'."""
+    the validation logs (or is None); ``on_nonfinite`` is 'raise' or 'skip';
+    ``parallel``: a :class:`~fastopt.training.parallel.DataParallel` when
+    the fit is distributed (this rank then trains on its rows of each batch)."""
 
-    def __init__(self, model, network, x, y, *, rows, shuffle, on_nonfinite, validate=None):
+    def __init__(self, model, network, x, y, *, rows, shuffle, on_nonfinite, validate=None,
+                 parallel=None):
         self.model, self.network, self.x, self.y = model, network, x, y
         self.rows, self.shuffle, self.on_nonfinite = rows, shuffle, on_nonfinite
-        self.validate = validate
+        self.validate, self.parallel = validate, parallel
         self.steps = math.ceil(len(x) / rows)
 
     def run(self, callbacks, initial_epoch, epochs):
@@ -31,6 +35,8 @@ class FitRun:
         for epoch in range(initial_epoch, epochs):
             callbacks.on_epoch_begin(epoch)
             logs = self.epoch(epoch, callbacks)
+            if self.parallel is not None:
+                self.parallel.before_epoch_callbacks()
             callbacks.on_epoch_end(epoch, logs)
             if self.model.stop_training:
                 break
@@ -49,11 +55,14 @@ class FitRun:
             if result is None:
                 skipped += 1
                 continue
-            total_loss += result[0] * len(index)
+            total_loss += result[0] * result[2]
             total_correct += result[1]
-            seen += len(index)
-            batch_logs["loss"] = total_loss / seen
+            seen += result[2]
+            if seen:
+                batch_logs["loss"] = total_loss / seen  # this rank's, when distributed
             callbacks.on_batch_end(batch, batch_logs)
+        total_loss, total_correct, seen = epoch_sums(self.parallel, total_loss, total_correct,
+                                                     seen)
         logs = self.model.objective.logs(total_loss / seen if seen else float("nan"),
                                           total_correct, seen)
         if self.validate is not None:
@@ -63,19 +72,26 @@ class FitRun:
         return logs
 
     def batch(self, index, epoch, batch):
-        """Gradients of the rows ``index`` and one optimizer step:
-        ``(mean loss, correct count)``, or None for a batch skipped because
+        """Gradients of the rows ``index`` (this rank's part of them, when
+        distributed) and one optimizer step: ``(mean loss, correct count,
+        rows)`` over the rows this process computed, or None for a batch skipped because
         its loss or gradient holds nan or inf (with 'raise',
         FloatingPointError instead; nothing is applied either way)."""
-        loss, correct = self.network.gradients(self.x, self.y, index)
+        rows = index if self.parallel is None else self.parallel.local(index)
+        if len(rows):
+            loss, correct = self.network.gradients(self.x, self.y, rows)
+        else:  # a rank's share of a last batch smaller than the number of ranks
+            loss, correct = 0.0, 0
+            self.model.params.grad.fill(0)
         # the loss can be finite while the backward pass overflowed: the
         # optimizer scans the gradient before applying anything
-        if not math.isfinite(loss):
-            bad = "loss"
-        elif self.model.optimizer.step(skip_nonfinite=True):
-            bad = "gradient"
+        if self.parallel is not None:
+            skipped = self.parallel.step(len(rows), len(index), math.isfinite(loss))
         else:
-            return loss, correct
+            skipped = not math.isfinite(loss) or self.model.optimizer.step(skip_nonfinite=True)
+        if not skipped:
+            return loss, correct, len(rows)
+        bad = "gradient" if math.isfinite(loss) else "loss"
         if self.on_nonfinite == "raise":
             raise FloatingPointError(
                 f"non-finite {bad} (loss {loss}) at epoch {epoch + 1}, batch {batch + 1} of "
