@@ -183,3 +183,22 @@ def test_bad_distributed_argument():
     with pytest.raises(ValueError, match="distributed must be False, True or 'sharded'"):
         model.fit(x, y, distributed="zero")
 
+
+
+def test_cli_under_mpiexec_trains_like_one_process(tmp_path):
+    """`mpiexec -n 2 fastopt train --shard-optimizer` (detected, no
+    --distributed needed): rank 0 alone prints and writes; the model equals a
+    single-process `fastopt train`'s within float32 summation rounding."""
+    args = ["-m", "fastopt", "train", "--epochs", "1", "--limit", "640", "--hidden", "16"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run([_mpiexec(), "-n", str(RANKS), sys.executable, *args,
+                           "--shard-optimizer", "--save", "dp.npz", "--history", "dp.json"],
+                          capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("Test loss") == 1, proc.stdout
+    assert "parameters identical on all 2 ranks (sharded" in proc.stdout, proc.stdout
+    subprocess.run([sys.executable, *args, "--save", "one.npz"], capture_output=True,
+                   timeout=TIMEOUT, env=env, cwd=tmp_path, check=True)
+    import fastopt
+    dp, one = (fastopt.MLP.load(tmp_path / f) for f in ("dp.npz", "one.npz"))
+    np.testing.assert_allclose(dp.params.data, one.params.data, rtol=1e-5, atol=1e-6)
