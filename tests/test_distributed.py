@@ -113,6 +113,7 @@ def test_building_blocks(tmp_path):
     opt = mpi_cases.torch_groups_optimizer(flat)
     for step in range(3):
         flat.grad[:] = (mpi_cases.gradient(step, flat.size) / RANKS) * RANKS
+        mpi_cases.schedule(opt, step)
         opt.step()
     for r in range(RANKS):
         np.testing.assert_allclose(saved[r]["sharded_params"], flat.data, rtol=1e-6, atol=1e-7)

@@ -82,7 +82,7 @@ class ShardedOptimizer:
         each of its spans the index of the full span and the offset range
         ``[a, b)`` it covers (None when this rank's shard is empty)."""
         opt, data = self.optimizer, self.params.data
-        groups, pieces = [], []
+        groups, pieces, self._group_of = [], [], []
         for g, group in enumerate(opt.param_groups):
             pairs = []
             for k, (gk, span) in enumerate(self._full_spans):
@@ -92,6 +92,7 @@ class ShardedOptimizer:
                     pairs.append((data[a:b], self.shard_grad[a - self.lo:b - self.lo]))
                     pieces.append((k, a, b))
             if pairs:
+                self._group_of.append(g)  # the wrapped group each shard group follows
                 groups.append({**{key: v for key, v in group.items() if key != "params"},
                                "params": pairs})
         if not groups:
@@ -132,10 +133,18 @@ class ShardedOptimizer:
             if self.comm.allreduce(bad, op=mpi().MAX):
                 return True
         if self.inner is not None:
+            self._sync_hyperparameters()
             self.inner.step()
         self.steps = [s + 1 for s in self.steps]
         _allgather(self.params.data, self.comm)
         return False if skip_nonfinite else None
+
+    def _sync_hyperparameters(self):
+        """The wrapped optimizer's current hyperparameters (a scheduler may
+        have changed ``param_groups[k]['lr']``) into the shard's groups."""
+        for group, g in zip(self.inner.param_groups, self._group_of):
+            group.update((k, v) for k, v in self.optimizer.param_groups[g].items()
+                         if k != "params")
 
     # -- state -------------------------------------------------------------------
     def gather(self, root=None):

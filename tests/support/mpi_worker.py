@@ -92,6 +92,7 @@ def blocks(cfg, rank):
     sharded = dist.ShardedOptimizer(opt, flat, comm)
     for step in range(3):
         flat.grad[:] = mpi_cases.gradient(step, flat.size) / comm.size
+        mpi_cases.schedule(opt, step)  # changed on the wrapped optimizer, as schedulers do
         sharded.step()
     results["sharded_params"] = flat.data.copy()
     results.update({"state/" + k: v for k, v in
