@@ -203,3 +203,27 @@ def test_cli_under_mpiexec_trains_like_one_process(tmp_path):
     import fastopt
     dp, one = (fastopt.MLP.load(tmp_path / f) for f in ("dp.npz", "one.npz"))
     np.testing.assert_allclose(dp.params.data, one.params.data, rtol=1e-5, atol=1e-6)
+
+
+def test_sharded_optimizer_rejects_bad_arguments_before_any_mpi_call():
+    from fastopt import FlatParameters, optim
+    from fastopt.distributed import ShardedOptimizer, shard_bounds
+    flat = FlatParameters([(4, 3), (3,)])
+    with pytest.raises(TypeError, match="optimizer must be a fastopt optimizer"):
+        ShardedOptimizer("adam", flat)
+    with pytest.raises(TypeError, match="params must be a FlatParameters"):
+        ShardedOptimizer(optim.Adam(flat), flat.data)
+    with pytest.raises(ValueError, match="not built"):
+        ShardedOptimizer(optim.keras.Adam(), flat)
+    for clip in ("clipnorm", "global_clipnorm"):
+        keras_adam = optim.keras.Adam(**{clip: 1.0})
+        keras_adam.build(flat)
+        with pytest.raises(ValueError, match=f"cannot apply Keras' {clip}"):
+            ShardedOptimizer(keras_adam, flat)
+    other = FlatParameters([(4, 3), (3,)])
+    with pytest.raises(ValueError, match="optimizer must update exactly params' buffer"):
+        ShardedOptimizer(optim.Adam(other), flat)
+    assert shard_bounds(100, 3) == [0, 32, 64, 100]
+    assert shard_bounds(10, 2) == [0, 0, 10]  # shards start on 64-byte lines; some may be empty
+    with pytest.raises(ValueError, match="size must be an int >= 1"):
+        shard_bounds(10, 0)
