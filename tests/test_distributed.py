@@ -72,6 +72,7 @@ def test_data_parallel_equals_single_process(tmp_path, mode, optimizer):
         out.mkdir()
         launch(out, fit_cfg(mode, optimizer, batch_size, epochs=2))
         model, history = single_process(optimizer, batch_size, 2)
+        assert history.distributed is None
         saved = ranks(out)
         # ranks bit-identical (parameters and gathered optimizer state)
         for name in saved[0].files:
