@@ -165,6 +165,16 @@ def test_killed_rank_ends_the_job_and_the_checkpoint_resumes(tmp_path):
         np.testing.assert_array_equal(a[0][name], b[0][name], err_msg=name)
 
 
+def test_an_exception_on_one_rank_ends_the_job(tmp_path):
+    """Rank 1 alone raises mid-epoch; rank 0 would wait in the next
+    collective forever, so the failing rank aborts the MPI job."""
+    start = time.monotonic()
+    proc = launch(tmp_path, fit_cfg(True, "adam", 32, epochs=2, fail=[0, 3, 1]), check=False)
+    assert proc.returncode != 0
+    assert "this rank alone fails" in proc.stderr
+    assert time.monotonic() - start < 60
+
+
 def test_import_fastopt_does_not_import_mpi4py(tmp_path):
     code = ("import sys, fastopt, fastopt.distributed; "
             "assert 'mpi4py' not in sys.modules, 'mpi4py imported'")

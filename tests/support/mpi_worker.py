@@ -6,7 +6,8 @@ Config keys: ``case`` ('fit', 'mismatch', 'small_batch', 'blocks'), ``out``
 (a directory), and for 'fit': ``mode`` (true or 'sharded'), ``optimizer``,
 ``batch_size``, ``epochs``, ``validation_split``, ``checkpoint`` (a path or
 null), ``resume`` (a checkpoint to resume from, or null), ``kill`` ([epoch,
-batch, rank]: that rank SIGKILLs itself after that batch, or null).
+batch, rank]: that rank SIGKILLs itself after that batch, or null), ``fail``
+(the same, but that rank raises RuntimeError instead).
 """
 import json
 import os
@@ -24,16 +25,19 @@ import mpi_cases  # noqa: E402  (the data, model and optimizers shared with the 
 
 
 class _Kill(Callback):
-    """SIGKILL this process after batch ``batch`` of epoch ``epoch`` (0-based)."""
+    """SIGKILL this process after batch ``batch`` of epoch ``epoch`` (0-based),
+    or with ``raise_=True`` raise RuntimeError there (a failure of one rank only)."""
 
-    def __init__(self, epoch, batch):
-        self.epoch, self.batch, self.current = epoch, batch, None
+    def __init__(self, epoch, batch, raise_=False):
+        self.epoch, self.batch, self.raise_, self.current = epoch, batch, raise_, None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.current = epoch
 
     def on_batch_end(self, batch, logs=None):
         if self.current == self.epoch and batch == self.batch:
+            if self.raise_:
+                raise RuntimeError("this rank alone fails")
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -44,8 +48,8 @@ def fit(cfg, rank):
         model, initial = ck.model, ck.epoch
     else:
         model, initial = mpi_cases.model(cfg["optimizer"]), 0
-    kill = cfg.get("kill")
-    callbacks = [_Kill(kill[0], kill[1])] if kill and kill[2] == rank else []
+    kill = cfg.get("kill") or cfg.get("fail")
+    callbacks = [_Kill(kill[0], kill[1], "fail" in cfg)] if kill and kill[2] == rank else []
     history = model.fit(x, y, batch_size=cfg["batch_size"], epochs=cfg["epochs"],
                         validation_split=cfg.get("validation_split", 0.0), verbose=0,
                         checkpoint=cfg.get("checkpoint"), callbacks=callbacks,
