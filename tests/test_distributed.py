@@ -103,6 +103,16 @@ def test_sharded_equals_unsharded(tmp_path):
         np.testing.assert_array_equal(a[0][name], b[0][name], err_msg=name)
 
 
+@pytest.mark.parametrize("mode", [True, "sharded"])
+def test_nonfinite_batches_are_skipped_on_every_rank_alike(tmp_path, mode):
+    launch(tmp_path, fit_cfg(mode, "sgd-overflow", 32, on_nonfinite="skip"))
+    saved = ranks(tmp_path)
+    np.testing.assert_array_equal(saved[0]["params"], saved[1]["params"])
+    logs = json.loads((tmp_path / "history.json").read_text())
+    assert logs["history"]["skipped_steps"][0] > 0
+    assert logs["distributed"]["parameters_identical"] is True
+
+
 def test_building_blocks(tmp_path):
     launch(tmp_path, {"case": "blocks"})
     saved = ranks(tmp_path)

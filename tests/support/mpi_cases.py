@@ -16,9 +16,12 @@ def data():
 
 
 def model(optimizer, seed=3):
-    """A small MLP compiled with ``optimizer``: a Keras name, or 'torch-adamw'
-    (PyTorch-family AdamW with two parameter groups)."""
+    """A small MLP compiled with ``optimizer``: a Keras name, 'torch-adamw'
+    (PyTorch-family AdamW with two parameter groups), or 'sgd-overflow'
+    (Keras SGD at lr 1e10: some batches' loss or gradient overflows)."""
     m = fastopt.MLP([FEATURES, 16, 8, CLASSES], seed=seed)
+    if optimizer == "sgd-overflow":
+        optimizer = optim.keras.SGD(learning_rate=1e10)
     if optimizer == "torch-adamw":
         n = len(m.weights)
         pairs = list(m.params)

@@ -53,7 +53,8 @@ def fit(cfg, rank):
     history = model.fit(x, y, batch_size=cfg["batch_size"], epochs=cfg["epochs"],
                         validation_split=cfg.get("validation_split", 0.0), verbose=0,
                         checkpoint=cfg.get("checkpoint"), callbacks=callbacks,
-                        initial_epoch=initial, distributed=cfg["mode"])
+                        initial_epoch=initial, distributed=cfg["mode"],
+                        on_nonfinite=cfg.get("on_nonfinite", "raise"))
     state = mpi_cases.flat_state(model.optimizer.state_dict())
     np.savez(os.path.join(cfg["out"], f"rank{rank}.npz"), params=model.params.data, **state)
     if rank == 0:
