@@ -1,5 +1,7 @@
 """``fastopt train``: train the MLP on MNIST, then report the test loss and accuracy
 (also what ``fastopt`` with no command, or with only options, runs)."""
+import contextlib
+import io
 import math
 import shlex
 import sys
@@ -24,6 +26,7 @@ def add_parser(sub):
                "  fastopt train --schedule cosine:warmup_epochs=1 --epochs 10\n"
                "  fastopt train --epochs 10 --checkpoint run.npz   # then, if interrupted:\n"
                "  fastopt train --resume run.npz\n"
+               "  mpiexec -n 2 fastopt train --shard-optimizer   # data-parallel over MPI\n"
                "schedules (per optimizer step; options after ':'):\n"
                "  exponential:rate=0.9,epochs=1   inverse-time:rate=0.5,epochs=1\n"
                "  step:every=3,gamma=0.1          cosine:warmup_epochs=1,alpha=0")
@@ -50,6 +53,12 @@ def add_parser(sub):
                         "--resume: the file resumed from)")
     t.add_argument("--resume", metavar="FILE", help="continue from a checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument("--distributed", action="store_true",
+                   help="train data-parallel over MPI (needs mpi4py: pip install "
+                        "'fastopt[mpi]'); on by itself when started by mpiexec")
+    t.add_argument("--shard-optimizer", action="store_true",
+                   help="with --distributed or under mpiexec: each rank keeps the "
+                        "optimizer state of its shard of the parameters only (ZeRO-1)")
     t.set_defaults(func=run)
 
 
@@ -66,7 +75,30 @@ def _add_optimizer_options(t):
         t.add_argument(f"--{flag}", action="store_true", help=used_by)
 
 
+def distributed_mode(args):
+    """fit's ``distributed`` for these arguments: False, True or 'sharded';
+    a process started by mpiexec trains distributed by itself."""
+    from fastopt.distributed import launched_by_mpiexec
+
+    if not (args.distributed or args.shard_optimizer or launched_by_mpiexec()):
+        return False
+    return "sharded" if args.shard_optimizer else True
+
+
 def run(args):
+    """`fastopt train`; under MPI every rank trains, rank 0 alone prints and
+    writes files."""
+    mode = distributed_mode(args)
+    rank = 0
+    if mode:
+        from fastopt.distributed import world
+        rank = world().rank
+    quiet = contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext()
+    with quiet:
+        return _run(args, mode, rank)
+
+
+def _run(args, mode, rank):
     if args.checkpoint is None:
         args.checkpoint = args.resume
     if args.plot:
@@ -84,12 +116,13 @@ def run(args):
         model = _compiled_model(cfg, sizes, n_train, len(x))
     with _shared.thread_limit(args.threads):
         start = time.perf_counter()
-        history = _fit(model, x, y, cfg, args, resumed.epoch if resumed else 0)
+        history = _fit(model, x, y, cfg, args, resumed.epoch if resumed else 0, mode)
         seconds = time.perf_counter() - start
         loss, acc = model.evaluate(xt, yt, threads=args.threads or "auto")
     print(f"Test loss {loss:.4f} - test accuracy {acc:.4f} ({round(acc * len(xt)):,}/"
           f"{len(xt):,}) - training took {seconds:.1f}s")
-    _write_outputs(args, model, history, f"MLP {architecture(sizes)}, {cfg['optimizer']}")
+    if rank == 0:
+        _write_outputs(args, model, history, f"MLP {architecture(sizes)}, {cfg['optimizer']}")
     return 0
 
 
@@ -146,7 +179,7 @@ class _Checkpoint(fastopt.callbacks.ModelCheckpoint):
         self.saved_epoch = epoch + 1
 
 
-def _fit(model, x, y, cfg, args, initial_epoch):
+def _fit(model, x, y, cfg, args, initial_epoch, mode=False):
     """model.fit with the run's callbacks; Ctrl-C becomes :class:`Interrupted`
     saying whether and how the run can be resumed."""
     callbacks = []
@@ -163,7 +196,7 @@ def _fit(model, x, y, cfg, args, initial_epoch):
         return model.fit(x, y, batch_size=cfg["batch_size"], epochs=cfg["epochs"],
                          validation_split=cfg["validation_split"], verbose=verbose,
                          callbacks=callbacks, initial_epoch=initial_epoch,
-                         threads=args.threads or "auto")
+                         threads=args.threads or "auto", distributed=mode)
     except KeyboardInterrupt:
         saved = checkpoint.saved_epoch if checkpoint else None
         raise _shared.Interrupted(interrupted_message(args.checkpoint, saved, args.resume)) \

@@ -45,9 +45,12 @@ class History(Callback):
     """What ``fit`` returns (and ``model.history``): ``history`` maps each
     metric ('loss', 'accuracy', 'val_loss', 'val_accuracy') to one value per
     epoch; ``epoch`` lists the epochs run and ``epoch_seconds`` their
-    wall-clock durations."""
+    wall-clock durations; ``distributed`` what a distributed fit's end-of-run
+    check found (ranks, mode, whether every rank's parameters were identical,
+    their hash), None otherwise."""
 
     def __init__(self):
+        self.distributed = None
         self.history = {}
         self.epoch = []
         self.epoch_seconds = []

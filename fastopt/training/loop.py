@@ -9,17 +9,21 @@ batch is applied.
 import math
 
 from fastopt.training.data import batches, epoch_order
+from fastopt.training.parallel import epoch_sums
 
 
 class FitRun:
     """One ``fit``: the training pass ``network`` of ``model`` over the
     converted ``x`` and ``y`` in batches of ``rows``; ``validate()`` returns
-    the validation logs (or is None); ``on_nonfinite`` is 'raise' or 'skip'."""
+    the validation logs (or is None); ``on_nonfinite`` is 'raise' or 'skip';
+    ``parallel``: a :class:`~fastopt.training.parallel.DataParallel` when
+    the fit is distributed (this rank then trains on its rows of each batch)."""
 
-    def __init__(self, model, network, x, y, *, rows, shuffle, on_nonfinite, validate=None):
+    def __init__(self, model, network, x, y, *, rows, shuffle, on_nonfinite, validate=None,
+                 parallel=None):
         self.model, self.network, self.x, self.y = model, network, x, y
         self.rows, self.shuffle, self.on_nonfinite = rows, shuffle, on_nonfinite
-        self.validate = validate
+        self.validate, self.parallel = validate, parallel
         self.steps = math.ceil(len(x) / rows)
 
     def run(self, callbacks, initial_epoch, epochs):
@@ -31,6 +35,8 @@ class FitRun:
         for epoch in range(initial_epoch, epochs):
             callbacks.on_epoch_begin(epoch)
             logs = self.epoch(epoch, callbacks)
+            if self.parallel is not None:
+                self.parallel.before_epoch_callbacks()
             callbacks.on_epoch_end(epoch, logs)
             if self.model.stop_training:
                 break
@@ -53,13 +59,15 @@ class FitRun:
                 skipped += 1
                 callbacks.on_batch_end(batch, {"loss": float("nan")})
             else:
-                total_loss += result[0] * len(index)
-                sums = [a + b for a, b in zip(sums, result[1])]
-                seen += len(index)
-                batch_logs["loss"] = total_loss / seen
+                total_loss += result[0] * result[2]
+                sums = [u + v for u, v in zip(sums, result[1])]
+                seen += result[2]
+                if seen:
+                    batch_logs["loss"] = total_loss / seen  # this rank's, when distributed
                 callbacks.on_batch_end(batch, batch_logs)
             if self.model.stop_training:  # as Keras, a callback may stop mid-epoch
                 break
+        total_loss, sums, seen = epoch_sums(self.parallel, total_loss, sums, seen)
         logs = self.model.objective.logs(total_loss / seen if seen else float("nan"),
                                           sums, seen)
         if self.validate is not None:
@@ -72,19 +80,27 @@ class FitRun:
         return logs
 
     def batch(self, index, epoch, batch):
-        """Gradients of the rows ``index`` and one optimizer step:
-        ``(mean loss, the metrics' sums)``, or None for a batch skipped because
-        its loss or gradient holds nan or inf (with 'raise',
+        """Gradients of the rows ``index`` (this rank's part of them, when
+        distributed) and one optimizer step: ``(mean loss, the metrics' sums,
+        rows)`` over the rows this process computed, or None for a batch skipped
+        because its loss or gradient holds nan or inf (with 'raise',
         FloatingPointError instead; nothing is applied either way)."""
-        loss = self.network.gradients(self.x, self.y, index)[0]
+        rows = index if self.parallel is None else self.parallel.local(index)
+        if len(rows):
+            loss = self.network.gradients(self.x, self.y, rows)[0]
+            sums = self.network.metric_sums
+        else:  # a rank's share of a last batch smaller than the number of ranks
+            loss, sums = 0.0, [0.0] * len(self.model.objective.metrics)
+            self.model.params.grad.fill(0)
         # the loss can be finite while the backward pass overflowed: the
         # optimizer scans the gradient before applying anything
-        if not math.isfinite(loss):
-            bad = "loss"
-        elif self.model.optimizer.step(skip_nonfinite=True):
-            bad = "gradient"
+        if self.parallel is not None:
+            skipped = self.parallel.step(len(rows), len(index), math.isfinite(loss))
         else:
-            return loss, self.network.metric_sums
+            skipped = not math.isfinite(loss) or self.model.optimizer.step(skip_nonfinite=True)
+        if not skipped:
+            return loss, sums, len(rows)
+        bad = "gradient" if math.isfinite(loss) else "loss"
         if self.on_nonfinite == "raise":
             raise FloatingPointError(
                 f"non-finite {bad} (loss {loss}) at epoch {epoch + 1}, batch {batch + 1} of "

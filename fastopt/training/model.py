@@ -20,7 +20,7 @@ from fastopt.optim import keras as keras_optimizers
 from fastopt.optim._base import Optimizer
 from fastopt.optim.flat import FlatParameters
 from fastopt import _objectives as objectives
-from fastopt.training import architecture, data, files
+from fastopt.training import architecture, data, files, parallel
 from fastopt.training.callbacks import CallbackList, History, ModelCheckpoint, \
     resolve_verbose
 from fastopt.training.loop import FitRun
@@ -190,7 +190,7 @@ class MLP:
     # -- fit / evaluate / predict --------------------------------------------
     def fit(self, x, y, batch_size=32, epochs=1, verbose="auto", validation_split=0.0,
             validation_data=None, shuffle=True, callbacks=None, checkpoint=None,
-            initial_epoch=0, on_nonfinite="raise", threads="auto"):
+            initial_epoch=0, on_nonfinite="raise", threads="auto", distributed=False):
         """Train, as Keras' ``fit``; returns a :class:`History`.
 
         ``batch_size`` may be anything from 1 (per-sample SGD) to ``len(x)``
@@ -219,9 +219,13 @@ class MLP:
 
         ``threads``: the matrix products' threads; 'auto' (default) is one,
         as :mod:`fastopt.training.threads` explains; an int asks for that many.
+
+        ``distributed``: True trains data-parallel over MPI (under mpiexec),
+        'sharded' also shards the optimizer state: :mod:`~.training.parallel`.
         """
         self._require_optimizer()
         threads = check_threads(threads)
+        distributed = parallel.check_mode(distributed)
         check_choice(on_nonfinite, "on_nonfinite", ("raise", "skip"))
         verbose = resolve_verbose(verbose)
         callbacks = CallbackList(callbacks).callbacks  # checked before anything runs
@@ -237,16 +241,29 @@ class MLP:
         if len(x) == 0:
             raise ValueError("x holds no samples")
         rows = min(batch_size, len(x))
+        par, callbacks, verbose = parallel.setup(self, distributed, (x, y, validation), rows,
+                                                 callbacks, verbose, dict(
+            batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch, shuffle=shuffle))
         run = FitRun(self, self._training_network(rows), x, y, rows=rows, shuffle=shuffle,
-                     on_nonfinite=on_nonfinite,
-                     validate=validation and (lambda: self._evaluate(*validation)))
+                     on_nonfinite=on_nonfinite, parallel=par,
+                     validate=validation and parallel.validator(self, par, validation))
+        return self._fit_run(run, callbacks, verbose, initial_epoch, epochs, threads)
+
+    def _fit_run(self, run, callbacks, verbose, initial_epoch, epochs, threads):
+        """Run ``run`` (a FitRun) through fit's callback list; a distributed
+        run ends with the check that every rank holds the same parameters."""
         resumed = initial_epoch and self.history is not None \
             and len(self.history.epoch) == initial_epoch
         callback_list = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
                                      model=self, verbose=verbose, epochs=epochs,
                                      steps=run.steps, history=self.history if resumed else None)
         with blas_threads(threads):
-            return run.run(callback_list, initial_epoch, epochs)
+            if run.parallel is None:
+                return run.run(callback_list, initial_epoch, epochs)
+            history = run.parallel.run(lambda: run.run(callback_list, initial_epoch, epochs))
+        if verbose:
+            print(run.parallel.report())
+        return history
 
     def _training_network(self, rows):
         """The training pass for batches of ``rows``, kept between fits."""
@@ -257,6 +274,11 @@ class MLP:
     def _evaluate(self, x, y, chunk=1024):
         """The logs (loss, and accuracy if compiled with it) over converted
         ``x`` and ``y``, computed ``chunk`` samples at a time."""
+        total_loss, sums = self._evaluate_sums(x, y, chunk)
+        return self.objective.logs(self.objective.mean_loss(total_loss, len(x)), sums, len(x))
+
+    def _evaluate_sums(self, x, y, chunk=1024):
+        """``(summed loss, the metrics' sums)`` over converted ``x`` and ``y``."""
         rows = min(chunk, len(x))
         network = self._network(rows)
         total_loss = 0.0
@@ -264,7 +286,7 @@ class MLP:
         for lo in range(0, len(x), rows):
             total_loss += network.evaluate(x[lo:lo + rows], y[lo:lo + rows])[0]
             sums = [a + b for a, b in zip(sums, network.metric_sums)]
-        return self.objective.logs(self.objective.mean_loss(total_loss, len(x)), sums, len(x))
+        return total_loss, sums
 
     def evaluate(self, x, y, batch_size=None, verbose=0, threads="auto"):
         """Mean loss over (x, y), and the compiled metrics: a float, or
