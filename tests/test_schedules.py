@@ -111,7 +111,10 @@ def test_scheduler_state_dict_round_trip():
      ValueError, "step_size must be an int >= 1"),
     (lambda: schedules.InverseTimeDecay("0.1", 1, 1), TypeError,
      "initial_learning_rate must be a number"),
-    (lambda: schedules.ExponentialDecay(0.1, 10, 0.5)(-1), ValueError, "step must be an int >= 0"),
+    # Keras 3 computes its formulas at negative and fractional steps (its own
+    # tests call schedules with them), so only a non-finite step is refused
+    (lambda: schedules.ExponentialDecay(0.1, 10, 0.5)(float("nan")), ValueError,
+     "step must be a finite number"),
 ])
 def test_bad_schedule_arguments(make, exc, match):
     with pytest.raises(exc, match=match):
@@ -119,8 +122,8 @@ def test_bad_schedule_arguments(make, exc, match):
 
 
 @pytest.mark.parametrize("make,exc,match", [
-    (lambda: schedules.ExponentialDecay(0.1, 10, 0.5)(1.5), TypeError, "step must be an int"),
-    (lambda: schedules.ExponentialDecay(0.1, 10, 0.5)(True), TypeError, "step must be an int"),
+    (lambda: schedules.ExponentialDecay(0.1, 10, 0.5)("1"), TypeError, "step must be a number"),
+    (lambda: schedules.ExponentialDecay(0.1, 10, 0.5)(True), TypeError, "step must be a number"),
     (lambda: schedules.StepLR(optim.SGD(FlatParameters([(1,)]), lr=0.1), step_size=2.0),
      TypeError, "step_size must be an int"),
     (lambda: schedules.CosineDecay(0.1, 10, alpha=None), TypeError, "alpha must be a number"),
