@@ -25,9 +25,10 @@ from fastopt._kernels import (BoundUpdate, adadelta_, adagrad_, adam_, adamax_, 
 from fastopt import callbacks, checkpoint, datasets, optim, schedules  # noqa: E402
 from fastopt.optim.flat import FlatParameters
 from fastopt.training import MLP, History
+from fastopt import search  # noqa: E402  (after MLP: it builds MLPs)
 
 __all__ = ["BoundUpdate", "FlatParameters", "History", "MLP", "adadelta_", "adagrad_", "adam_",
            "adamax_", "adamw_", "lion_", "nadam_",
            "all_finite", "bind", "binary_cross_entropy", "build_info", "callbacks", "checkpoint", "datasets", "mean_squared_error", "optim",
-           "rmsprop_", "schedules", "sgd_", "softmax_cross_entropy", "sum_squares",
+           "rmsprop_", "schedules", "search", "sgd_", "softmax_cross_entropy", "sum_squares",
            "__version__"]

@@ -19,7 +19,7 @@ _LAYERS = (
     ("fastopt._validate", "fastopt._objectives", "fastopt._io", "fastopt.datasets"),
     ("fastopt.optim",),
     ("fastopt.training",),
-    ("fastopt", "fastopt.callbacks", "fastopt.checkpoint", "fastopt.schedules"),
+    ("fastopt", "fastopt.callbacks", "fastopt.checkpoint", "fastopt.schedules", "fastopt.search"),
     ("fastopt.cli", "fastopt.__main__", "fastopt.viz", "fastopt.torch"),
 )
 

@@ -192,7 +192,8 @@ class KerasOptimizer(Optimizer):
 
     # -- the moving average of the weights (Keras' use_ema) ------------------
     def _state_names(self, group):
-        return self._rule_state_names(group) + (["average"] if self.use_ema else [])
+        names = self._rule_state_names(group)
+        return names + ["average"] if self.use_ema else names
 
     def _ema_step(self):
         """Keras 3, after the update of iteration ``t`` (0-based):
