@@ -49,6 +49,18 @@ def _ratio(a, b):
         return np.float64(a) / np.float64(b)
 
 
+def _power(base, exponent):
+    """``base ** exponent`` with C99's pow for infinite bases (as Keras'
+    tensors: ``(-inf) ** 0.5`` is inf), nan for a negative base and a
+    fractional exponent, inf on overflow."""
+    try:
+        return math.pow(base, exponent)
+    except ValueError:
+        return math.nan
+    except OverflowError:
+        return math.inf
+
+
 class LearningRateSchedule:
     """A Keras-style schedule: ``schedule(step) -> learning rate``, for any
     finite real ``step`` (as Keras 3: negative and fractional steps follow
@@ -192,12 +204,12 @@ class PolynomialDecay(LearningRateSchedule):
     def _lr(self, step):
         decay_steps = self.decay_steps
         if self.cycle:
-            decay_steps *= 1.0 if step == 0 else math.ceil(step / self.decay_steps)
+            decay_steps *= 1.0 if step == 0 else np.ceil(step / self.decay_steps)
         else:
             step = min(step, decay_steps)
         p = _ratio(step, decay_steps)
-        return ((self.initial_learning_rate - self.end_learning_rate) * np.power(1 - p, self.power)
-                + self.end_learning_rate)
+        return ((self.initial_learning_rate - self.end_learning_rate)
+                * _power(float(1 - p), self.power) + self.end_learning_rate)
 
 
 class CosineDecayRestarts(LearningRateSchedule):
