@@ -26,10 +26,11 @@ from fastopt import callbacks, checkpoint, datasets, optim, schedules  # noqa: E
 from fastopt import layers, losses, metrics  # noqa: E402
 from fastopt.optim.flat import FlatParameters
 from fastopt.training import MLP, History, Sequential
+from fastopt import search  # noqa: E402  (after MLP: it builds MLPs)
 
-__all__ = ["BoundUpdate", "FlatParameters", "History", "MLP", "Sequential", "adadelta_", "adagrad_", "adam_",
-           "adamax_", "adamw_", "lion_", "nadam_",
-           "all_finite", "bind", "binary_cross_entropy", "build_info", "callbacks", "checkpoint", "datasets", "layers", "losses", "mean_squared_error",
-           "metrics", "optim",
-           "rmsprop_", "schedules", "sgd_", "softmax_cross_entropy", "sum_squares",
+__all__ = ["BoundUpdate", "FlatParameters", "History", "MLP", "Sequential", "adadelta_",
+           "adagrad_", "adam_", "adamax_", "adamw_", "lion_", "nadam_",
+           "all_finite", "bind", "binary_cross_entropy", "build_info", "callbacks", "checkpoint",
+           "datasets", "layers", "losses", "mean_squared_error", "metrics", "optim",
+           "rmsprop_", "schedules", "search", "sgd_", "softmax_cross_entropy", "sum_squares",
            "__version__"]

@@ -345,3 +345,35 @@ def test_train_offers_every_keras_optimizer():
     from fastopt.cli import _shared
 
     assert sorted(_shared.OPTIMIZERS) == sorted(fastopt.optim.keras.names())
+
+
+def test_search_bayes_over_any_argument(tmp_path):
+    pytest.importorskip("optuna")
+    args = ("search", "--method", "bayes", "--trials", "3", "--param", "lr=log:1e-3:1e-1",
+            "--param", "optimizer=sgd", "--param", "momentum=uniform:0:0.9",
+            "--param", "batch_size=int:32:128", "--param", "hidden=16,32-16",
+            "--limit", "500", "--seed", "1", "--output", str(tmp_path / "b.json"))
+    out = run(*args)
+    assert "Bayes search: 3 configurations" in out.stdout and "never the test set" in out.stdout
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert len(result["trials"]) == 3 and set(result["best"]) == {
+        "lr", "optimizer", "momentum", "batch_size", "hidden"}
+    for t in result["trials"]:
+        assert 1e-3 <= t["lr"] <= 1e-1 and 0 <= t["momentum"] <= 0.9
+        assert 32 <= t["batch_size"] <= 128 and t["hidden"] in ([16], [32, 16])
+    again = run(*args[:-1], str(tmp_path / "c.json"))  # seeded: the same trials
+    trials = lambda p: [{k: v for k, v in t.items() if k != "seconds"}  # noqa: E731
+                        for t in json.loads(p.read_text())["trials"]]
+    assert trials(tmp_path / "b.json") == trials(tmp_path / "c.json")
+    assert again.returncode == 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["search", "--param", "momentum=0.5"], "'momentum' is not an MLP, compile or fit"),
+    (["search", "--method", "grid", "--param", "lr=log:1e-4:1e-2"],
+     "grid search needs listed values"),
+    (["search", "--param", "momentum=uniform:a:b"], "use NAME=uniform:LOW:HIGH"),
+])
+def test_search_bad_params(args, message):
+    proc = run(*args, check=False)
+    assert proc.returncode != 0 and message in proc.stderr

@@ -237,3 +237,62 @@ def test_keras_optimizer_is_a_base_optimizer_until_built():
 def test_wrong_type_is_type_error(make, exc, match):
     with pytest.raises(exc, match=match):
         make()
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("AdamW", dict(learning_rate=0.01, weight_decay=0.05, use_ema=True, ema_momentum=0.9,
+                   ema_overwrite_frequency=7)),
+    ("SGD", dict(learning_rate=0.01, momentum=0.9, nesterov=True, weight_decay=0.02,
+                 use_ema=True, ema_momentum=0.95)),
+    ("Lion", dict(learning_rate=1e-3, weight_decay=0.1)),
+])
+def test_ema_and_weight_decay_exclusion_match_keras(name, kwargs):
+    """use_ema (with and without overwriting) and exclude_from_weight_decay
+    (the biases, by variable) over many steps, against Keras 3, then
+    finalize_variable_values."""
+    keras = _keras()
+    flat = _flat(3)
+    variables = [keras.Variable(p.copy()) for p in flat.params]
+    ours, theirs = getattr(fk, name)(**kwargs), getattr(keras.optimizers, name)(**kwargs)
+    ours.exclude_from_weight_decay(var_list=[flat.params[1], flat.params[3]])
+    theirs.exclude_from_weight_decay(var_list=[variables[1], variables[3]])
+    ours.build(flat)
+    rng = np.random.default_rng(4)
+    for _ in range(40):
+        flat.grad[:] = rng.standard_normal(flat.size).astype(np.float32)
+        theirs.apply_gradients(zip([keras.ops.convert_to_tensor(g.copy()) for g in flat.grads],
+                                   variables))
+        ours.step()
+    for ours_p, var in zip(flat.params, variables):
+        np.testing.assert_allclose(ours_p, keras.ops.convert_to_numpy(var), rtol=2e-5, atol=2e-6)
+    if kwargs.get("use_ema"):
+        ours.finalize_variable_values()
+        theirs.finalize_variable_values(variables)
+        for ours_p, var in zip(flat.params, variables):
+            np.testing.assert_allclose(ours_p, keras.ops.convert_to_numpy(var), rtol=2e-5,
+                                       atol=2e-6)
+    assert len(ours.param_groups) == 2 and ours.param_groups[1]["weight_decay"] == 0
+
+
+def test_exclusion_by_name_on_an_mlp_and_ema_state_round_trips():
+    from fastopt import MLP
+
+    model = MLP([4, 8, 3], seed=0)
+    opt = fk.AdamW(use_ema=True)
+    opt.exclude_from_weight_decay(var_names=["bias"])
+    model.compile(opt, metrics=["accuracy"])
+    excluded = opt.param_groups[1]["params"]
+    assert [p for p, _ in excluded] == model.biases or all(
+        any(p is b for b in model.biases) for p, _ in excluded)
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    model.fit(x, np.arange(64) % 3, epochs=2, verbose=0)
+    state = opt.state_dict()
+    assert all("average" in entry for entry in state["state"].values())
+    again = fk.AdamW(use_ema=True)
+    again.exclude_from_weight_decay(var_names=["bias"])
+    again.build(FlatParameters.from_arrays(model.params.params, model.params.names))
+    again.load_state_dict(state)
+    for a, b in zip(again.moving_averages, opt.moving_averages):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="before the optimizer is built"):
+        opt.exclude_from_weight_decay(var_names=["kernel"])

@@ -1,4 +1,5 @@
 """Learning-rate schedules against Keras' and PyTorch's own values."""
+import math
 import os
 
 import pytest
@@ -12,6 +13,7 @@ def _keras():
     return pytest.importorskip("keras")
 
 
+FLOAT32_MAX = 3.4028234663852886e38
 KERAS_CASES = [
     ("ExponentialDecay", (0.1, 7, 0.5), {}),
     ("ExponentialDecay", (0.1, 7, 0.5), {"staircase": True}),
@@ -22,6 +24,11 @@ KERAS_CASES = [
     ("CosineDecay", (0.0, 40), {"warmup_target": 0.2, "warmup_steps": 10}),
     ("CosineDecay", (0.01, 30), {"alpha": 0.05, "warmup_target": 0.1, "warmup_steps": 5}),
     ("PiecewiseConstantDecay", ([10, 20], [0.1, 0.01, 0.001]), {}),
+    ("PolynomialDecay", (0.1, 30), {}),
+    ("PolynomialDecay", (0.1, 20, 0.01), {"power": 0.5, "cycle": True}),
+    ("CosineDecayRestarts", (0.1, 10), {}),
+    ("CosineDecayRestarts", (0.1, 7), {"t_mul": 1.0, "m_mul": 0.8, "alpha": 0.1}),
+    ("CosineDecayRestarts", (0.1, 5), {"t_mul": 3.0, "m_mul": 0.5}),
 ]
 
 
@@ -37,6 +44,29 @@ def test_keras_schedules_match_keras(name, args, kwargs):
     for step in range(0, 60):
         want = float(keras.ops.convert_to_numpy(theirs(step)))
         assert ours(step) == pytest.approx(want, rel=1e-6, abs=1e-6 * peak), step
+
+
+@pytest.mark.parametrize("name,args,kwargs", KERAS_CASES,
+                         ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(KERAS_CASES)])
+def test_keras_schedules_match_keras_at_negative_and_fractional_steps(name, args, kwargs):
+    """Keras' tests call schedules with negative steps (-999): its formulas
+    run there, giving what they give (inf, nan included).  fastopt computes
+    in float64 where Keras computes in float32, so where Keras' value
+    overflows float32 to inf fastopt's is finite beyond float32's range, and
+    huge values differ by float32's rounding of the exponent (rel 5e-5)."""
+    keras = _keras()
+    ours = getattr(schedules, name)(*args, **kwargs)
+    theirs = getattr(keras.optimizers.schedules, name)(*args, **kwargs)
+    for step in (-999, -25, -7, -1, -0.5, 0.5, 2.25, 13.75):
+        want = float(keras.ops.convert_to_numpy(theirs(step)))
+        got = ours(step)
+        if want == math.inf and got > FLOAT32_MAX:
+            continue
+        if not math.isfinite(want):
+            assert got == want or (math.isnan(got) and math.isnan(want)), step
+        else:
+            assert got == pytest.approx(want, rel=5e-5 if abs(want) > 1e6 else 1e-5,
+                                        abs=1e-7), step
 
 
 TORCH_CASES = [
@@ -111,7 +141,10 @@ def test_scheduler_state_dict_round_trip():
      ValueError, "step_size must be an int >= 1"),
     (lambda: schedules.InverseTimeDecay("0.1", 1, 1), TypeError,
      "initial_learning_rate must be a number"),
-    (lambda: schedules.ExponentialDecay(0.1, 10, 0.5)(-1), ValueError, "step must be an int >= 0"),
+    # Keras 3 computes its formulas at negative and fractional steps (its own
+    # tests call schedules with them), so only a non-finite step is refused
+    (lambda: schedules.ExponentialDecay(0.1, 10, 0.5)(float("nan")), ValueError,
+     "step must be a finite number"),
 ])
 def test_bad_schedule_arguments(make, exc, match):
     with pytest.raises(exc, match=match):
@@ -119,8 +152,8 @@ def test_bad_schedule_arguments(make, exc, match):
 
 
 @pytest.mark.parametrize("make,exc,match", [
-    (lambda: schedules.ExponentialDecay(0.1, 10, 0.5)(1.5), TypeError, "step must be an int"),
-    (lambda: schedules.ExponentialDecay(0.1, 10, 0.5)(True), TypeError, "step must be an int"),
+    (lambda: schedules.ExponentialDecay(0.1, 10, 0.5)("1"), TypeError, "step must be a number"),
+    (lambda: schedules.ExponentialDecay(0.1, 10, 0.5)(True), TypeError, "step must be a number"),
     (lambda: schedules.StepLR(optim.SGD(FlatParameters([(1,)]), lr=0.1), step_size=2.0),
      TypeError, "step_size must be an int"),
     (lambda: schedules.CosineDecay(0.1, 10, alpha=None), TypeError, "alpha must be a number"),

@@ -20,7 +20,7 @@ _LAYERS = (
     ("fastopt.optim", "fastopt.distributed"),
     ("fastopt.training",),
     ("fastopt", "fastopt.callbacks", "fastopt.checkpoint", "fastopt.layers", "fastopt.losses",
-     "fastopt.metrics", "fastopt.schedules"),
+     "fastopt.metrics", "fastopt.schedules", "fastopt.search"),
     ("fastopt.cli", "fastopt.__main__", "fastopt.viz", "fastopt.torch"),
 )
 

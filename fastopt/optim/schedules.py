@@ -3,7 +3,11 @@
 Keras-style schedules are callables of the 0-based iteration count
 (``optimizer.iterations``, 0 on the first update), with Keras 3's formulas:
 pass one as ``learning_rate`` to a :mod:`fastopt.optim.keras` optimizer, or
-drive any optimizer with :class:`ScheduleLR`.
+drive any optimizer with :class:`ScheduleLR`.  As Keras', they take any
+finite real step (negative and fractional ones too, computed by the same
+formula in float64), a ``name``, and round-trip through ``get_config`` /
+``from_config``; :func:`serialize` / :func:`deserialize` give and read
+Keras' ``{"class_name": ..., "config": ...}`` form.
 
 PyTorch-style schedulers (:class:`StepLR`, :class:`ExponentialLR`,
 :class:`CosineAnnealingLR`) wrap an optimizer and set ``lr`` in every
@@ -13,6 +17,8 @@ closed forms.  They work on both families.
 """
 import bisect
 import math
+
+import numpy as np
 
 from fastopt._validate import check_int, check_number
 
@@ -32,21 +38,49 @@ def _number(value, name, bound=None):
         raise ValueError(f"{name} must be {words}, got {float(value)!r}") from None
 
 
-def _step_count(step):
-    return check_int(step, "step", minimum=0)
+def _epoch_count(epoch):
+    return check_int(epoch, "last_epoch", minimum=0)
+
+
+def _ratio(a, b):
+    """``a / b`` in float64 as Keras' tensors compute it: a zero divisor
+    gives inf or nan, not an exception (negative steps can reach it)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.float64(a) / np.float64(b)
+
+
+def _power(base, exponent):
+    """``base ** exponent`` with C99's pow for infinite bases (as Keras'
+    tensors: ``(-inf) ** 0.5`` is inf), nan for a negative base and a
+    fractional exponent, inf on overflow."""
+    try:
+        return math.pow(base, exponent)
+    except ValueError:
+        return math.nan
+    except OverflowError:
+        return math.inf
 
 
 class LearningRateSchedule:
-    """A Keras-style schedule: ``schedule(step) -> learning rate``."""
+    """A Keras-style schedule: ``schedule(step) -> learning rate``, for any
+    finite real ``step`` (as Keras 3: negative and fractional steps follow
+    the same formula)."""
 
     def __call__(self, step):
-        return self._lr(_step_count(step))
+        step = check_number(step, "step")
+        with np.errstate(all="ignore"):
+            return float(self._lr(step))
 
     def _lr(self, step):
         raise NotImplementedError
 
     def get_config(self):
+        """The constructor's arguments (Keras' keys, ``name`` included)."""
         return dict(self.__dict__)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -57,36 +91,40 @@ class ExponentialDecay(LearningRateSchedule):
     """Keras: ``lr * decay_rate ** (step / decay_steps)``; with ``staircase``
     the exponent is floored."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
+                 name="ExponentialDecay"):
         self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate",
                                              "nonneg")
         self.decay_steps = _number(decay_steps, "decay_steps", "positive")
         self.decay_rate = _number(decay_rate, "decay_rate", "positive")
         self.staircase = bool(staircase)
+        self.name = name
 
     def _lr(self, step):
         p = step / self.decay_steps
         if self.staircase:
             p = math.floor(p)
-        return self.initial_learning_rate * self.decay_rate ** p
+        return self.initial_learning_rate * np.power(self.decay_rate, p)
 
 
 class InverseTimeDecay(LearningRateSchedule):
     """Keras: ``lr / (1 + decay_rate * step / decay_steps)`` (floored with
     ``staircase``)."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
+                 name="InverseTimeDecay"):
         self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate",
                                              "nonneg")
         self.decay_steps = _number(decay_steps, "decay_steps", "positive")
         self.decay_rate = _number(decay_rate, "decay_rate", "nonneg")
         self.staircase = bool(staircase)
+        self.name = name
 
     def _lr(self, step):
         p = step / self.decay_steps
         if self.staircase:
             p = math.floor(p)
-        return self.initial_learning_rate / (1 + self.decay_rate * p)
+        return _ratio(self.initial_learning_rate, 1 + self.decay_rate * p)
 
 
 class CosineDecay(LearningRateSchedule):
@@ -100,8 +138,8 @@ class CosineDecay(LearningRateSchedule):
     ``alpha`` is a fraction of the peak rate.
     """
 
-    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, warmup_target=None,
-                 warmup_steps=0):
+    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay",
+                 warmup_target=None, warmup_steps=0):
         self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate",
                                              "nonneg")
         self.decay_steps = _number(decay_steps, "decay_steps", "nonneg")
@@ -111,11 +149,12 @@ class CosineDecay(LearningRateSchedule):
         self.warmup_steps = _number(warmup_steps, "warmup_steps", "nonneg")
         if self.warmup_steps and self.warmup_target is None:
             raise ValueError("warmup_steps needs warmup_target (the rate reached at its end)")
+        self.name = name
 
     def _decay(self, step, peak):
         s = min(step, self.decay_steps)
         fraction = s / self.decay_steps if self.decay_steps else 1.0
-        cosine = 0.5 * (1.0 + math.cos(math.pi * fraction))
+        cosine = 0.5 * (1.0 + np.cos(math.pi * fraction))
         return peak * ((1 - self.alpha) * cosine + self.alpha)
 
     def _lr(self, step):
@@ -131,8 +170,9 @@ class CosineDecay(LearningRateSchedule):
 class PiecewiseConstantDecay(LearningRateSchedule):
     """Keras: ``values[i]`` while ``boundaries[i-1] < step <= boundaries[i]``."""
 
-    def __init__(self, boundaries, values):
+    def __init__(self, boundaries, values, name="PiecewiseConstant"):
         boundaries, values = list(boundaries), list(values)
+        self.name = name
         if len(values) != len(boundaries) + 1:
             raise ValueError(f"values must have one more entry than boundaries, got "
                              f"{len(values)} values for {len(boundaries)} boundaries")
@@ -143,6 +183,89 @@ class PiecewiseConstantDecay(LearningRateSchedule):
 
     def _lr(self, step):
         return self.values[bisect.bisect_left(self.boundaries, step)]
+
+
+class PolynomialDecay(LearningRateSchedule):
+    """Keras 3 ``PolynomialDecay``: ``(lr - end) * (1 - s / d) ** power + end``,
+    where without ``cycle`` ``s = min(step, decay_steps)`` and ``d =
+    decay_steps``; with ``cycle`` ``s = step`` and ``d = decay_steps *
+    ceil(step / decay_steps)`` (``decay_steps`` at step 0)."""
+
+    def __init__(self, initial_learning_rate, decay_steps, end_learning_rate=0.0001, power=1.0,
+                 cycle=False, name="PolynomialDecay"):
+        self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate",
+                                             "nonneg")
+        self.decay_steps = _number(decay_steps, "decay_steps", "positive")
+        self.end_learning_rate = _number(end_learning_rate, "end_learning_rate", "nonneg")
+        self.power = _number(power, "power")
+        self.cycle = bool(cycle)
+        self.name = name
+
+    def _lr(self, step):
+        decay_steps = self.decay_steps
+        if self.cycle:
+            decay_steps *= 1.0 if step == 0 else np.ceil(step / self.decay_steps)
+        else:
+            step = min(step, decay_steps)
+        p = _ratio(step, decay_steps)
+        return ((self.initial_learning_rate - self.end_learning_rate)
+                * _power(float(1 - p), self.power) + self.end_learning_rate)
+
+
+class CosineDecayRestarts(LearningRateSchedule):
+    """Keras 3 ``CosineDecayRestarts`` (SGDR): with ``f = step /
+    first_decay_steps``, restart ``i = floor(log(1 - f (1 - t_mul)) /
+    log(t_mul))`` (``floor(f)`` when ``t_mul == 1``) and the fraction of it
+    done ``c = (f - (1 - t_mul^i) / (1 - t_mul)) / t_mul^i`` (``f - i``);
+    ``lr * ((1 - alpha) * m_mul^i * (1 + cos(pi c)) / 2 + alpha)``."""
+
+    def __init__(self, initial_learning_rate, first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0,
+                 name="SGDRDecay"):
+        self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate",
+                                             "nonneg")
+        self.first_decay_steps = _number(first_decay_steps, "first_decay_steps", "positive")
+        self.t_mul = _number(t_mul, "t_mul", "positive")
+        self.m_mul = _number(m_mul, "m_mul", "nonneg")
+        self.alpha = _number(alpha, "alpha", "unit")
+        self.name = name
+
+    def _lr(self, step):
+        fraction = np.float64(step) / self.first_decay_steps
+        if self.t_mul == 1.0:
+            restart = np.floor(fraction)
+            fraction -= restart
+        else:
+            restart = np.floor(np.log(1.0 - fraction * (1.0 - self.t_mul)) / np.log(self.t_mul))
+            done = (1.0 - np.power(self.t_mul, restart)) / (1.0 - self.t_mul)
+            fraction = (fraction - done) / np.power(self.t_mul, restart)
+        cosine = 0.5 * np.power(self.m_mul, restart) * (1.0 + np.cos(math.pi * fraction))
+        return self.initial_learning_rate * ((1 - self.alpha) * cosine + self.alpha)
+
+
+KERAS_SCHEDULES = {cls.__name__: cls for cls in (ExponentialDecay, InverseTimeDecay, CosineDecay,
+                                                 PiecewiseConstantDecay, PolynomialDecay,
+                                                 CosineDecayRestarts)}
+
+
+def serialize(schedule):
+    """A Keras-style schedule as Keras 3 serialises one:
+    ``{"module", "class_name", "config", "registered_name"}``."""
+    if not isinstance(schedule, LearningRateSchedule):
+        raise TypeError(f"schedule must be a LearningRateSchedule, got {type(schedule).__name__}")
+    return {"module": "keras.optimizers.schedules", "class_name": type(schedule).__name__,
+            "config": schedule.get_config(), "registered_name": None}
+
+
+def deserialize(config):
+    """The schedule :func:`serialize` (or Keras 3) described: a dict with
+    ``class_name`` one of :data:`KERAS_SCHEDULES` and ``config``."""
+    if not isinstance(config, dict) or "class_name" not in config or "config" not in config:
+        raise ValueError("a serialised schedule is a dict with 'class_name' and 'config'")
+    cls = KERAS_SCHEDULES.get(config["class_name"])
+    if cls is None:
+        raise ValueError(f"unknown schedule {config['class_name']!r}; expected one of "
+                         f"{sorted(KERAS_SCHEDULES)}")
+    return cls.from_config(config["config"])
 
 
 # ---------------------------------------------------------------------------
@@ -183,7 +306,7 @@ class _Scheduler:
         return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
 
     def load_state_dict(self, state):
-        self.last_epoch = _step_count(state["last_epoch"])
+        self.last_epoch = _epoch_count(state["last_epoch"])
         self.base_lrs = [float(x) for x in state["base_lrs"]]
         self._apply()
 

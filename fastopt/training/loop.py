@@ -40,6 +40,9 @@ class FitRun:
             callbacks.on_epoch_end(epoch, logs)
             if self.model.stop_training:
                 break
+        finalize = getattr(self.model.optimizer, "finalize_variable_values", None)
+        if finalize is not None and epochs > 0:  # Keras': EMA weights replace the model's
+            finalize()
         callbacks.on_train_end(callbacks.history.history)
         return callbacks.history
 
