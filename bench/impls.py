@@ -168,12 +168,12 @@ def torch_modes(rule):
     return modes if rule in TORCH_FUSED else modes[1:]
 
 
-def paired_times(times, **extra):
+def paired_times(times, ours="fastopt", **extra):
     """``extra_info['times']`` of a paired group from each implementation's
     per-round seconds (``times[name]``, rounds aligned): its median, its
-    minimum, and the median of its per-round ratios to "fastopt"; ``extra``
+    minimum, and the median of its per-round ratios to ``ours``; ``extra``
     is added to every entry."""
-    ours = np.array(times["fastopt"])
+    ours = np.array(times[ours])
     return {name: {"median": float(np.median(t)), "min": float(np.min(t)),
                    "ratio": float(np.median(np.array(t) / ours)), **extra}
             for name, t in times.items()}

@@ -85,7 +85,8 @@ def _ratio(groups, group, other, ours="fastopt", stat="median"):
     g = groups.get(group, {})
     if other in g and ours in g:
         if stat == "median" and "ratio" in g[other]:
-            return g[other]["ratio"]
+            # both per-round ratios are to the group's reference (1.0 for itself)
+            return g[other]["ratio"] / g[ours]["ratio"]
         return g[other][stat] / g[ours][stat]
     return None
 
@@ -160,7 +161,31 @@ def targets(groups, copy_gbs):
             rows.append((f"6. batch {batch}: accuracy no worse (within 1 point)",
                          ", ".join(f"{k} {e.get('test_accuracy', 0):.4f}"
                                    for k, e in sorted(g.items())), "", not worse))
+    torch_targets(groups, add, vs)
     return rows
+
+
+def torch_targets(groups, add, vs):
+    """Issue #17's targets for fastopt.torch (paired groups of
+    bench/test_torch_optim.py, one thread); none for a run without them."""
+    seed = next((k for k in groups if k.startswith("torch Adam step, seed model")), "")
+    big = next((k for k in groups if k.startswith("torch Adam step, 25M")), "")
+    epoch = "torch epoch, seed MLP batch 32, paired"
+    if not (seed or big or epoch in groups):
+        return
+    for other, need in (("torch-fused", 5), ("deepspeed", 3), ("deepspeed-adamw", 3)):
+        add(f"7. torch Adam step, seed model: fot.Adam after flatten_ >= {need}x {other}",
+            vs(seed, other, "fastopt-flat"), lambda r, need=need: r >= need)
+    add("7. torch Adam step, seed model: fot.Adam without flatten_ >= 2x torch-fused",
+        vs(seed, "torch-fused", "fastopt"), lambda r: r >= 2)
+    for ours in ("fastopt-flat", "fastopt"):
+        for other in ("torch-fused", "deepspeed", "deepspeed-adamw"):
+            add(f"7. torch Adam step, 25M/150 tensors: {ours} at least as fast as {other}",
+                vs(big, other, ours), lambda r: r >= 1)
+    for ours in ("fastopt-flat", "fastopt"):
+        for other, need in (("torch-forloop", 1.5), ("torch-fused", 1.1)):
+            add(f"7. torch epoch, seed MLP batch 32: {ours} >= {need}x {other}",
+                vs(epoch, other, ours), lambda r, need=need: r >= need)
 
 
 def markdown(data, groups):

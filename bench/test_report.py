@@ -173,3 +173,26 @@ def test_main_writes_markdown(tmp_path):
     assert "| 2. Adam on 1,000 elements: < 2 µs per call (fastopt.adam_) | 1.00 µs | 1.00 µs " \
            "| yes |" in text
     assert "| numpy | 5.00 µs | 5.00x |  |  |" in text
+
+
+def test_torch_targets_read_the_paired_torch_groups(tmp_path):
+    """Issue #17's rows: ratios to fastopt-flat (the groups' reference) and,
+    for fot.Adam without flatten_, the quotient of the two per-round ratios."""
+    seed = "torch Adam step, seed model (10 tensors), paired"
+    times = {"fastopt-flat": {"median": 1e-5, "min": 1e-5, "ratio": 1.0},
+             "fastopt": {"median": 2e-5, "min": 2e-5, "ratio": 2.0},
+             "torch-fused": {"median": 6e-5, "min": 5e-5, "ratio": 6.0},
+             "deepspeed": {"median": 2.5e-5, "min": 2e-5, "ratio": 2.5}}
+    _, groups = _load(tmp_path, [_paired(seed, times)])
+    rows = _targets(groups)
+    assert rows["7. torch Adam step, seed model: fot.Adam after flatten_ >= 5x torch-fused"] == \
+        ("6.00x", "5.00x", True)
+    assert rows["7. torch Adam step, seed model: fot.Adam after flatten_ >= 3x deepspeed"] == \
+        ("2.50x", "2.00x", False)
+    assert rows["7. torch Adam step, seed model: fot.Adam without flatten_ >= 2x torch-fused"] \
+        == ("3.00x", "2.50x", True)
+    assert rows["7. torch epoch, seed MLP batch 32: fastopt-flat >= 1.5x torch-forloop"] == \
+        ("not measured", "", None)
+    # a run without the torch groups has no such rows (the published report)
+    _, groups = _load(tmp_path, [_bench("adam n=1000 1t", "fastopt", 1e-6)])
+    assert not any(text.startswith("7.") for text in _targets(groups))

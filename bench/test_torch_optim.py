@@ -1,25 +1,47 @@
-"""fastopt.torch against torch.optim inside PyTorch: one optimizer step, and
-a training epoch where only the optimizer is swapped (issue #17).
+"""fastopt.torch against torch.optim and DeepSpeed inside PyTorch: one Adam
+step, and a training epoch where only the optimizer is swapped (issue #17).
 
-Groups (one thread throughout):
-- ``torch Adam step, seed model (10 tensors)``: one Adam step over the
-  784-32-64-128-256-10 MLP's parameters with preset gradients: torch fused,
-  torch foreach, torch for-loop (its CPU default), fot.Adam on the separate
-  tensors, fot.Adam after ``flatten_``, and DeepSpeedCPUAdam if installed.
-- ``torch Adam step, 25M parameters (150 tensors)``: the same on a stack of
-  75 Linear(577, 577) layers (25.0M parameters in 150 tensors).
-- ``torch epoch, seed MLP batch 32``: seconds for one epoch over
-  --train-samples MNIST images, forward/backward in PyTorch eager; only the
-  optimizer differs (plain SGD shows the cost of everything but the step).
+Every group is paired: all its implementations are built at once (each on
+its own copy of the same model), and each round runs them once in a
+shuffled order, so a drifting or shared host moves them alike; 'vs
+fastopt' is the median of the per-round ratios to fot.Adam after
+``flatten_`` ("fastopt-flat").  One thread throughout (torch's and
+OpenMP's); run with ``OMP_NUM_THREADS=1`` and, for DeepSpeed,
+``DS_ACCELERATOR=cpu`` (set here when unset).
+
+- ``torch Adam step, seed model (10 tensors), paired``: one Adam step over
+  the 784-32-64-128-256-10 MLP's parameters with preset gradients, timed
+  as the mean of a batch of steps: torch fused, foreach and for-loop (its
+  CPU default), fot.Adam on the separate tensors ("fastopt") and after
+  flatten_ ("fastopt-flat"), and DeepSpeedCPUAdam with adamw_mode False
+  and True ("deepspeed", "deepspeed-adamw") when DeepSpeed is installed.
+  weight_decay is 0 for all, so they compute the same update.
+- ``torch Adam step, 25M parameters (150 tensors), paired``: the same on a
+  stack of 75 Linear(577, 577) layers (25.0M parameters), one step a round.
+- ``torch epoch, seed MLP batch 32, paired``: seconds for one epoch over
+  --train-samples MNIST images, forward/backward in PyTorch eager, the
+  same initial weights; only the optimizer differs (plain SGD shows the
+  cost of everything but the step).
 """
+import os
+import time
+
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 import fastopt.torch as fot  # noqa: E402
+from bench import impls  # noqa: E402
 
 SEED_LAYERS = [784, 32, 64, 128, 256, 10]
-STEP_IMPLS = ["torch-fused", "torch-foreach", "torch-forloop", "fot", "fot-flat", "deepspeed"]
-EPOCH_IMPLS = ["torch-forloop", "torch-fused", "fot", "fot-flat", "torch-sgd"]
+OURS = "fastopt-flat"
+STEP_IMPLS = ["fastopt-flat", "fastopt", "torch-fused", "torch-foreach", "torch-forloop",
+              "deepspeed", "deepspeed-adamw"]
+EPOCH_IMPLS = ["fastopt-flat", "fastopt", "torch-fused", "torch-forloop", "deepspeed",
+               "torch-sgd"]
+# model -> (rounds, steps timed together in a round)
+STEP_ROUNDS = {"seed": (40, 50), "25M": (12, 1)}
+EPOCH_ROUNDS = 5
 
 
 def _mlp(sizes):
@@ -33,8 +55,23 @@ def _big():
     return torch.nn.Sequential(*[torch.nn.Linear(577, 577) for _ in range(75)])
 
 
+def _deepspeed():
+    """deepspeed.ops.adam, or None when DeepSpeed is not installed."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    try:
+        from deepspeed.ops import adam
+    except ImportError:
+        return None
+    return adam
+
+
+def _available(names):
+    ds = _deepspeed()
+    return [n for n in names if ds is not None or not n.startswith("deepspeed")]
+
+
 def _adam(impl, model):
-    """The optimizer ``impl`` over ``model`` (flatten_ed first for 'fot-flat')."""
+    """The optimizer ``impl`` over ``model`` (flatten_ed first for 'fastopt-flat')."""
     params = list(model.parameters())
     if impl == "torch-fused":
         return torch.optim.Adam(params, lr=1e-3, fused=True)
@@ -44,13 +81,12 @@ def _adam(impl, model):
         return torch.optim.Adam(params, lr=1e-3)
     if impl == "torch-sgd":
         return torch.optim.SGD(params, lr=1e-3)
-    if impl == "fot-flat":
+    if impl == "fastopt-flat":
         fot.flatten_(model)
         return fot.Adam(model.parameters(), lr=1e-3)
-    if impl == "fot":
+    if impl == "fastopt":
         return fot.Adam(params, lr=1e-3)
-    deepspeed = pytest.importorskip("deepspeed.ops.adam")
-    return deepspeed.DeepSpeedCPUAdam(params, lr=1e-3, adamw_mode=False)
+    return _deepspeed().DeepSpeedCPUAdam(params, lr=1e-3, adamw_mode=impl == "deepspeed-adamw")
 
 
 @pytest.fixture
@@ -61,30 +97,68 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("impl", STEP_IMPLS)
+def _paired(benchmark, runs, rounds, seed, per=1, **info):
+    """Run ``runs[name]()`` once per round for every name, in a new shuffled
+    order each round, after one warm-up round; record in extra_info each
+    one's seconds per call divided by ``per`` (the steps a call makes):
+    wall-clock ("times", what the report reads) and the calling thread's
+    CPU time ("cpu_times": on a shared machine, without the time the
+    thread waited for a core; everything here runs on that one thread)."""
+    times = {name: [] for name in runs}
+    cpu = {name: [] for name in runs}
+    order = np.random.default_rng(seed)
+
+    def one_round():
+        for name in order.permutation(list(runs)):
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            runs[name]()
+            cpu[name].append(time.thread_time() - start_cpu)
+            times[name].append(time.perf_counter() - start)
+
+    benchmark.extra_info.update({"impl": "one round", "paired": True, "threads": 1,
+                                 "load_before": os.getloadavg()[0], **info})
+    benchmark.pedantic(one_round, rounds=rounds + 1, iterations=1)
+    benchmark.extra_info["load_after"] = os.getloadavg()[0]
+    skip = 1 if len(times[OURS]) > 1 else 0     # not with --benchmark-disable (one call)
+    for key, seconds in (("times", times), ("cpu_times", cpu)):
+        benchmark.extra_info[key] = impls.paired_times(
+            {name: [t / per for t in ts[skip:]] for name, ts in seconds.items()}, ours=OURS)
+
+
+def _stepper(opt, n):
+    def run():
+        for _ in range(n):
+            opt.step()
+    return run
+
+
 @pytest.mark.parametrize("model", ["seed", "25M"])
-def test_adam_step(benchmark, one_thread, impl, model):
-    torch.manual_seed(0)
-    net = _mlp(SEED_LAYERS) if model == "seed" else _big()
-    opt = _adam(impl, net)
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.grad is None:
-                p.grad = torch.empty_like(p)
-            p.grad.normal_(0, 1e-3)
-    opt.step()                       # state allocated, kernels bound
-    opt.step()
-    tensors = len(list(net.parameters()))
-    benchmark.group = (f"torch Adam step, seed model ({tensors} tensors)" if model == "seed"
-                       else f"torch Adam step, 25M parameters ({tensors} tensors)")
-    benchmark.extra_info["parameters"] = sum(p.numel() for p in net.parameters())
-    benchmark(opt.step)
+def test_adam_step_paired(benchmark, one_thread, model):
+    rounds, n = STEP_ROUNDS[model]
+    runs, params = {}, None
+    for impl in _available(STEP_IMPLS):
+        torch.manual_seed(0)
+        net = _mlp(SEED_LAYERS) if model == "seed" else _big()
+        opt = _adam(impl, net)
+        with torch.no_grad():
+            for p in net.parameters():
+                if p.grad is None:
+                    p.grad = torch.empty_like(p)
+                p.grad.normal_(0, 1e-3)
+        opt.step()                       # state allocated, kernels bound
+        opt.step()
+        runs[impl] = _stepper(opt, n)
+        params = list(net.parameters())
+    tensors = len(params)
+    benchmark.group = (f"torch Adam step, seed model ({tensors} tensors), paired"
+                       if model == "seed" else
+                       f"torch Adam step, 25M parameters ({tensors} tensors), paired")
+    _paired(benchmark, runs, rounds, seed=tensors, per=n,
+            parameters=sum(p.numel() for p in params), steps_per_round=n)
 
 
 @pytest.fixture(scope="module")
 def mnist_torch(request):
-    import numpy as np
-
     from fastopt.datasets import load_mnist
 
     n = request.config.getoption("--train-samples")
@@ -93,22 +167,21 @@ def mnist_torch(request):
     return x, torch.from_numpy(y[:n].astype(np.int64))
 
 
-@pytest.mark.parametrize("impl", EPOCH_IMPLS)
-def test_epoch(benchmark, one_thread, mnist_torch, impl):
+def test_epoch_paired(benchmark, one_thread, mnist_torch):
     x, y = mnist_torch
     loss_fn = torch.nn.CrossEntropyLoss()
 
-    def setup():
-        torch.manual_seed(0)
-        model = _mlp(SEED_LAYERS)
-        return (model, _adam(impl, model)), {}
+    def epoch(impl):
+        def run():
+            torch.manual_seed(0)
+            model = _mlp(SEED_LAYERS)
+            opt = _adam(impl, model)
+            for lo in range(0, len(x), 32):
+                opt.zero_grad()
+                loss_fn(model(x[lo:lo + 32]), y[lo:lo + 32]).backward()
+                opt.step()
+        return run
 
-    def epoch(model, opt):
-        for lo in range(0, len(x), 32):
-            opt.zero_grad()
-            loss_fn(model(x[lo:lo + 32]), y[lo:lo + 32]).backward()
-            opt.step()
-
-    benchmark.group = "torch epoch, seed MLP batch 32"
-    benchmark.extra_info["samples"] = len(x)
-    benchmark.pedantic(epoch, setup=setup, rounds=3, iterations=1)
+    benchmark.group = "torch epoch, seed MLP batch 32, paired"
+    _paired(benchmark, {impl: epoch(impl) for impl in _available(EPOCH_IMPLS)},
+            EPOCH_ROUNDS, seed=32, samples=len(x))

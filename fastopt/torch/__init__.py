@@ -5,10 +5,13 @@
     import fastopt.torch as fot
     opt = fot.Adam(model.parameters(), lr=1e-3)     # instead of torch.optim.Adam
 
-``SGD``, ``Adagrad``, ``RMSprop``, ``Adam`` and ``AdamW`` are subclasses of
-the torch.optim classes of the same name (same arguments, defaults,
+``SGD``, ``Adagrad``, ``RMSprop``, ``Adam``, ``AdamW``, ``NAdam``,
+``Adamax`` and ``Adadelta`` are subclasses of the torch.optim classes of
+the same name (same arguments, defaults,
 parameter groups, ``state_dict``; any lr scheduler works) whose ``step``
-runs fastopt's fused kernels directly on the tensors' memory.
+runs fastopt's fused kernels directly on the tensors' memory.  ``Lion``
+(not in torch) is a torch.optim.Optimizer with lion-pytorch's arguments
+and the Keras/optax rule.
 :func:`flatten_` puts a model's parameters and gradients into one buffer
 each, so a step is one kernel call.  This module imports torch; ``import
 fastopt`` does not.
@@ -20,6 +23,8 @@ except ImportError as exc:  # pragma: no cover - needs an environment without to
     raise ImportError("fastopt.torch needs PyTorch: pip install 'fastopt[torch]'") from exc
 
 from fastopt.torch._flatten import FlatBuffers, flatten_
-from fastopt.torch._optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
+from fastopt.torch._optimizers import (
+    SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, RMSprop)
 
-__all__ = ["Adagrad", "Adam", "AdamW", "FlatBuffers", "RMSprop", "SGD", "flatten_"]
+__all__ = ["Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "FlatBuffers", "Lion", "NAdam",
+           "RMSprop", "SGD", "flatten_"]

@@ -29,22 +29,37 @@ class FastoptOptimizer:
     ``param_groups``, ``state_dict`` and ``load_state_dict`` are torch's;
     ``step`` and ``zero_grad`` run fastopt's kernels.
 
-    A subclass sets ``_kernel`` (a fastopt functional kernel), ``_hyper``
-    (the group keys the kernel reads) and implements ``_kwargs(hp)`` and
-    ``_state_specs(group)``; ``_uses_step`` says whether torch keeps a
-    ``state["step"]`` tensor."""
+    A subclass sets ``_kernel`` (a fastopt functional kernel), ``_args``
+    (the group keys the kernel reads, by the kernel's argument names;
+    ``betas`` gives ``beta1`` and ``beta2``), ``_watch`` (other group keys
+    whose change re-checks the group), implements ``_state_specs(group)``; ``_scalars`` lists the per-parameter scalar
+    tensors torch keeps in the state (``"step"``; NAdam's ``"mu_product"``,
+    kept current by its ``_advance``)."""
 
     _kernel = None
-    _hyper = ()
+    _args = ()
+    _watch = ()
     #: how many kernel calls the last step() made (1 per group after flatten_)
     last_step_calls = 0
-    _uses_step = True
+    #: (key, initial value) of each scalar state tensor, in torch's key order
+    _scalars = (("step", 0.0),)
     _step_kw = True
+    #: a subclass's update of its other scalars after the step counts (or None)
+    _advance = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        cls._hyper = cls._args + cls._watch
         if cls._hyper:
             cls._hp_of = itemgetter(*cls._hyper)     # group -> tuple of the values
+
+    @classmethod
+    def _kwargs(cls, hp):
+        """The kernel's keyword arguments from the group's values ``hp``."""
+        kwargs = dict(zip(cls._args, hp))
+        if "betas" in kwargs:
+            kwargs["beta1"], kwargs["beta2"] = kwargs.pop("betas")
+        return kwargs
 
     # -- torch.optim.Optimizer hooks ----------------------------------------
 
@@ -211,12 +226,14 @@ class FastoptOptimizer:
         if plan.runs:
             # autograd's check that a saved tensor was not modified in place
             increment_version(plan.updated)
-        if self._uses_step and plan.runs:
+        if self._scalars and plan.runs:
             steps = plan.steps_np
             if plan.all_active:
                 steps += 1
             else:
                 steps[plan.active] += 1
+            if self._advance is not None:
+                self._advance(plan, hp)
         return len(plan.runs)
 
     def _step_arg(self, run):
@@ -296,8 +313,10 @@ class FastoptOptimizer:
         plan.offsets = offsets
         plan.buffers = {key: aligned_zeros(total, init) for key, _, init in specs}
         plan.buffers_np = {key: buf.numpy() for key, buf in plan.buffers.items()}
-        plan.steps = torch.zeros(len(params), dtype=torch.float32)
-        plan.steps_np = plan.steps.numpy()
+        plan.scalars = {key: torch.full((len(params),), init, dtype=torch.float32)
+                        for key, init in self._scalars}
+        plan.scalars_np = {key: t.numpy() for key, t in plan.scalars.items()}
+        plan.steps_np = plan.scalars_np.get("step")
         plan.fresh = set(range(len(params)))
 
     def _adopt_state(self, plan, group, gi, j):
@@ -306,13 +325,14 @@ class FastoptOptimizer:
         has no gradient and no state."""
         p = group["params"][j]
         st = self.state.get(p)
-        if not st and (p.grad is None or not (plan.specs or self._uses_step)):
+        if not st and (p.grad is None or not (plan.specs or self._scalars)):
             return None if p.grad is None else 0
         st = self.state[p]
         fresh = not st
-        if fresh and self._uses_step:      # torch's key order: "step" first
-            plan.steps_np[j] = 0.0
-            st["step"] = plan.steps[j]
+        if fresh:      # torch's key order: the scalars ("step") first
+            for key, init in self._scalars:
+                plan.scalars_np[key][j] = init
+                st[key] = plan.scalars[key][j]
         off, n = plan.offsets[j], p.numel()
         for key, _, init in plan.specs:
             view = plan.buffers[key][off:off + n].view(p.shape)
@@ -330,18 +350,19 @@ class FastoptOptimizer:
                 view.copy_(cur.reshape(p.shape))
             st[key] = view
         plan.fresh.discard(j)
-        return self._adopt_step(plan, st, j, fresh)
+        return self._adopt_scalars(plan, st, j, fresh)
 
-    def _adopt_step(self, plan, st, j, fresh):
-        if not self._uses_step:
+    def _adopt_scalars(self, plan, st, j, fresh):
+        if not self._scalars:
             return 0 if fresh else 1
-        cur = st.get("step")
-        view = plan.steps[j]
-        if cur is None:
-            plan.steps_np[j] = 0.0
-        elif cur.data_ptr() != view.data_ptr():
-            plan.steps_np[j] = float(cur)
-        st["step"] = view
+        for key, init in self._scalars:
+            cur = st.get(key)
+            view = plan.scalars[key][j]
+            if cur is None:
+                plan.scalars_np[key][j] = init
+            elif not isinstance(cur, torch.Tensor) or cur.data_ptr() != view.data_ptr():
+                plan.scalars_np[key][j] = float(cur)
+            st[key] = view
         return int(plan.steps_np[j])
 
     def _cut_runs(self, plan, params, ages, flat):

@@ -2,13 +2,17 @@
 
 Each class subclasses the torch.optim class of the same name, so its
 arguments, defaults, checks, param_groups and state_dict are torch's own;
-only ``step`` and ``zero_grad`` differ (see FastoptOptimizer).  Each rule's
-kernel arguments are read from the group in one place, ``_kwargs``.
+only ``step`` and ``zero_grad`` differ (see FastoptOptimizer).  Each class
+names the group keys its kernel reads (``_args``, the kernel's own argument
+names; ``betas`` is split into ``beta1`` and ``beta2``) and the other keys
+whose change re-checks the group (``_watch``).
 """
 
+import numpy as np
 import torch
 
 import fastopt
+from fastopt._validate import check_bool, check_number
 from fastopt.torch._engine import FastoptOptimizer
 
 _DOC = """{torch_name} with fastopt's fused CPU kernel (``fastopt.{kernel}``).
@@ -32,15 +36,9 @@ def _doc(cls, kernel, unsupported):
 
 class SGD(FastoptOptimizer, torch.optim.SGD):
     _kernel = staticmethod(fastopt.sgd_)
-    _hyper = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize",
-              "foreach", "fused", "differentiable")
-    _uses_step = False
-
-    @staticmethod
-    def _kwargs(hp):
-        lr, momentum, dampening, weight_decay, nesterov, maximize = hp[:6]
-        return {"lr": lr, "momentum": momentum, "dampening": dampening,
-                "weight_decay": weight_decay, "nesterov": nesterov, "maximize": maximize}
+    _args = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
+    _watch = ("foreach", "fused", "differentiable")
+    _scalars = ()
 
     @staticmethod
     def _state_specs(group):
@@ -49,14 +47,8 @@ class SGD(FastoptOptimizer, torch.optim.SGD):
 
 class Adagrad(FastoptOptimizer, torch.optim.Adagrad):
     _kernel = staticmethod(fastopt.adagrad_)
-    _hyper = ("lr", "lr_decay", "weight_decay", "eps", "maximize", "initial_accumulator_value",
-              "foreach", "fused", "differentiable")
-
-    @staticmethod
-    def _kwargs(hp):
-        lr, lr_decay, weight_decay, eps, maximize = hp[:5]
-        return {"lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay, "eps": eps,
-                "maximize": maximize}
+    _args = ("lr", "lr_decay", "weight_decay", "eps", "maximize")
+    _watch = ("initial_accumulator_value", "foreach", "fused", "differentiable")
 
     @staticmethod
     def _state_specs(group):
@@ -65,15 +57,9 @@ class Adagrad(FastoptOptimizer, torch.optim.Adagrad):
 
 class RMSprop(FastoptOptimizer, torch.optim.RMSprop):
     _kernel = staticmethod(fastopt.rmsprop_)
-    _hyper = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize",
-              "foreach", "capturable", "differentiable")
+    _args = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
+    _watch = ("foreach", "capturable", "differentiable")
     _step_kw = False
-
-    @staticmethod
-    def _kwargs(hp):
-        lr, alpha, eps, weight_decay, momentum, centered, maximize = hp[:7]
-        return {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay,
-                "momentum": momentum, "centered": centered, "maximize": maximize}
 
     @staticmethod
     def _state_specs(group):
@@ -87,15 +73,9 @@ class RMSprop(FastoptOptimizer, torch.optim.RMSprop):
 
 class Adam(FastoptOptimizer, torch.optim.Adam):
     _kernel = staticmethod(fastopt.adam_)
-    _hyper = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
-              "decoupled_weight_decay", "foreach", "fused", "capturable", "differentiable")
-
-    @staticmethod
-    def _kwargs(hp):
-        lr, (beta1, beta2), eps, weight_decay, amsgrad, maximize, decoupled = hp[:7]
-        return {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps,
-                "weight_decay": weight_decay, "amsgrad": amsgrad, "maximize": maximize,
-                "decoupled_weight_decay": decoupled}
+    _args = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
+             "decoupled_weight_decay")
+    _watch = ("foreach", "fused", "capturable", "differentiable")
 
     @staticmethod
     def _state_specs(group):
@@ -109,8 +89,108 @@ class AdamW(Adam, torch.optim.AdamW):
     pass
 
 
+class NAdam(FastoptOptimizer, torch.optim.NAdam):
+    _kernel = staticmethod(fastopt.nadam_)
+    _args = ("lr", "betas", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay",
+             "maximize")
+    _watch = ("foreach", "capturable", "differentiable")
+    _scalars = (("step", 0.0), ("mu_product", 1.0))
+
+    @staticmethod
+    def _state_specs(group):
+        return (("exp_avg", "exp_avg", 0.0), ("exp_avg_sq", "exp_avg_sq", 0.0))
+
+    @staticmethod
+    def _advance(plan, hp):
+        """state["mu_product"] *= mu(step), in float32 as torch keeps it."""
+        beta1, momentum_decay = hp[1][0], hp[4]
+        which = slice(None) if plan.all_active else plan.active
+        t = plan.steps_np[which].astype(np.float64)
+        mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+        plan.scalars_np["mu_product"][which] *= mu.astype(np.float32)
+
+
+class Adamax(FastoptOptimizer, torch.optim.Adamax):
+    _kernel = staticmethod(fastopt.adamax_)
+    _args = ("lr", "betas", "eps", "weight_decay", "maximize")
+    _watch = ("foreach", "capturable", "differentiable")
+
+    @staticmethod
+    def _state_specs(group):
+        return (("exp_avg", "exp_avg", 0.0), ("exp_inf", "exp_inf", 0.0))
+
+
+class Adadelta(FastoptOptimizer, torch.optim.Adadelta):
+    _kernel = staticmethod(fastopt.adadelta_)
+    _args = ("lr", "rho", "eps", "weight_decay", "maximize")
+    _watch = ("foreach", "capturable", "differentiable")
+    _step_kw = False
+
+    @staticmethod
+    def _state_specs(group):
+        return (("square_avg", "square_avg", 0.0), ("acc_delta", "acc_delta", 0.0))
+
+
+class Lion(FastoptOptimizer, torch.optim.Optimizer):
+    """Lion (EvoLved Sign Momentum; Chen et al. 2023) with fastopt's fused CPU
+    kernel (``fastopt.lion_``).  PyTorch has no Lion: this is a
+    ``torch.optim.Optimizer`` in torch's style, with lion-pytorch's names and
+    defaults, and the rule of ``keras.optimizers.Lion`` and optax's
+    ``lion``, for each parameter ``p`` with gradient ``g``::
+
+        g = -g if maximize else g
+        p = p * (1 - lr * weight_decay)                 (decoupled decay)
+        c = beta1 * exp_avg + (1 - beta1) * g
+        p = p - lr * sign(c)                            (sign(0) = 0)
+        exp_avg = beta2 * exp_avg + (1 - beta2) * g
+
+    ``betas=(beta1, beta2)``; Keras' ``learning_rate=1e-3, beta_1=0.9,
+    beta_2=0.99`` differ only in lr (lion-pytorch's 1e-4 is the default
+    here).  Its state is ``state[p]["exp_avg"]`` (no step count); parameter
+    groups, ``state_dict``, lr schedulers, ``step(closure)``, ``flatten_``
+    and ``zero_grad`` work as for the other fastopt.torch optimizers
+    (CPU float32 dense parameters).
+    """
+
+    _kernel = staticmethod(fastopt.lion_)
+    _args = ("lr", "betas", "weight_decay", "maximize")
+    _scalars = ()
+    _step_kw = False
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *,
+                 maximize=False):
+        check_number(lr, "lr", minimum=0.0)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        for i, beta in enumerate(betas):
+            check_number(beta, f"betas[{i}]", minimum=0.0, maximum=1.0)
+        check_number(weight_decay, "weight_decay", minimum=0.0)
+        check_bool(maximize, "maximize")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay,
+                                      maximize=maximize))
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("maximize", False)
+
+    @staticmethod
+    def _state_specs(group):
+        return (("exp_avg", "exp_avg", 0.0),)
+
+
 _doc(SGD, "sgd_", "differentiable")
 _doc(Adagrad, "adagrad_", "differentiable")
 _doc(RMSprop, "rmsprop_", "capturable and differentiable")
 _doc(Adam, "adam_", "capturable and differentiable")
 _doc(AdamW, "adam_ with decoupled_weight_decay=True", "capturable and differentiable")
+_doc(NAdam, "nadam_", "capturable and differentiable")
+_doc(Adamax, "adamax_", "capturable and differentiable")
+_doc(Adadelta, "adadelta_", "capturable and differentiable")
+NAdam.__doc__ += """
+``state["mu_product"]`` (torch's float32 product of the momentum
+schedule) is kept and advanced as torch does, so checkpoints move both
+ways; the kernel derives the product it uses from ``step`` and
+``momentum_decay`` in double, which is the same unless ``momentum_decay``
+is changed during training.
+"""

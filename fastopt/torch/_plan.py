@@ -51,7 +51,7 @@ class Plan:
         self.shapes = None
         self.specs = None
         self.buffers = {}         # state key -> flat tensor over the group's layout
-        self.steps = None         # flat float32 tensor of the step counts
+        self.scalars = {}         # scalar state key -> float32 tensor, one per parameter
         self.ptrs = None
         self.gids = None
         self.hp = None
@@ -66,6 +66,7 @@ class Plan:
         self.grads = []
         self.offsets = []
         self.buffers_np = {}
-        self.steps_np = None
+        self.scalars_np = {}
+        self.steps_np = None      # scalars_np["step"]
         self.fresh = set()
         self.updated = []
