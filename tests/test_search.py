@@ -243,3 +243,14 @@ def test_import_fastopt_does_not_import_optuna():
     code = ("import sys, fastopt, fastopt.search; "
             "assert 'optuna' not in sys.modules, 'optuna imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
+
+
+def test_image_shaped_samples_are_searched_as_fit_takes_them():
+    """x of shape (N, 2, 2), as load_mnist's (N, 28, 28): the model gets
+    2 x 2 = 4 inputs, and scores as on the flattened samples."""
+    x, y = _blobs()
+    space = {"learning_rate": [1e-2], "epochs": 1}
+    images = search.grid_search(x.reshape(-1, 2, 2), y, space, validation_split=0.25, seed=1)
+    flat = search.grid_search(x, y, space, validation_split=0.25, seed=1)
+    assert images.best_model.layer_sizes[0] == 4
+    assert images.table[0]["score"] == flat.table[0]["score"]

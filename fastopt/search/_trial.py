@@ -51,7 +51,8 @@ def build_mlp(params, x, y, seed):
         n_out = y.shape[1] if np.ndim(y) == 2 else 1
     hidden = params.get("hidden", (32,))
     hidden = (hidden,) if isinstance(hidden, (int, np.integer)) else tuple(hidden)
-    model = MLP([x.shape[1], *hidden, n_out], activation=params.get("activation", "relu"),
+    n_in = int(np.prod(np.shape(x)[1:]))  # images (N, 28, 28) are flattened, as fit does
+    model = MLP([n_in, *hidden, n_out], activation=params.get("activation", "relu"),
                 output=params.get("output", info.output or "linear"), seed=seed,
                 kernel_initializer=params.get("kernel_initializer", "glorot_uniform"))
     cls = keras_optimizers.get_class(params.get("optimizer", "adam"))
