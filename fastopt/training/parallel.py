@@ -10,7 +10,7 @@ collective: an in-place allreduce of the flat gradient weighted by
 ``rows / B`` (``True``), or a reduce-scatter into 64-byte-aligned shards, the
 update of this rank's shard, and an all-gather of the parameters
 (``"sharded"``).  Then every rank holds the same parameters.  Loss and
-correct-count sums are reduced once per epoch; validation is split across
+metric sums are reduced once per epoch; validation is split across
 the ranks and its sums reduced.  Only rank 0 prints and writes checkpoints.
 """
 import sys
