@@ -131,7 +131,7 @@ def check_output(loss, output, outputs=None):
                              f"class is always right); for a yes/no target use one "
                              f"sigmoid unit and 'binary_crossentropy'")
     if loss.output is not None and output != loss.output:
-        hint = (f", or output='linear' with from_logits=True (fastopt.losses)"
+        hint = (", or output='linear' with from_logits=True (fastopt.losses)"
                 if loss.output != "linear" else "")
         raise ValueError(f"loss {loss.name!r} needs output='{loss.output}'{hint}; got output="
                          f"{output!r}")

@@ -1,9 +1,16 @@
 """An MLP's architecture: the checks of its configuration and its parameter
 count, shared by :class:`~fastopt.training.model.MLP` and by the files that
-store one (which check a stored configuration before allocating anything)."""
+store one (which check a stored configuration before allocating anything),
+its weights' initialisation, and the check that an optimizer updates it."""
+import math
+
+import numpy as np
+
 import fastopt._kernels as K
 from fastopt import _objectives as objectives
 from fastopt._validate import check_choice, check_int, check_number
+from fastopt.optim import keras as keras_optimizers
+from fastopt.optim._base import Optimizer
 
 INITIALIZERS = ("glorot_uniform", "he_uniform")
 CONFIG_KEYS = ("layer_sizes", "activation", "output", "seed", "kernel_initializer", "dropout",
@@ -80,3 +87,32 @@ def check_stored(config, params):
     if params.dtype != "float32" or params.shape != (needed,):
         raise ValueError(f"holds {params.size} parameters of {params.dtype}, the "
                          f"architecture {sizes} needs {needed} float32")
+
+
+def initialise(weights, kernel_initializer, rng):
+    """Draw each (fan_in, fan_out) weight matrix from ``rng`` in place:
+    Glorot-uniform, limit sqrt(6 / (fan_in + fan_out)) (Keras' default), or
+    He-uniform, sqrt(6 / fan_in)."""
+    for W in weights:
+        fan_in, fan_out = W.shape
+        denominator = fan_in + fan_out if kernel_initializer == "glorot_uniform" else fan_in
+        limit = math.sqrt(6.0 / denominator)
+        W[...] = rng.uniform(-limit, limit, W.shape)
+
+
+def optimizer_for(optimizer, params):
+    """``optimizer`` (a Keras name, a Keras-family instance, built over
+    ``params`` here if it is not yet, or an instance of either family over
+    ``params``) checked to update exactly the arrays of ``params``."""
+    opt = keras_optimizers.get(optimizer) if isinstance(optimizer, str) else optimizer
+    if not isinstance(opt, Optimizer):
+        raise TypeError(f"optimizer must be a name or a fastopt optimizer, "
+                        f"got {type(optimizer).__name__}")
+    if isinstance(opt, keras_optimizers.KerasOptimizer) and not opt.built:
+        opt.build(params)
+    covered = sum(p.size for p, _ in opt.parameters)
+    if covered != params.size or not all(
+            np.shares_memory(p, params.data) for p, _ in opt.parameters):
+        raise ValueError("the optimizer updates other arrays than this model's parameters; "
+                         "construct it over model.params")
+    return opt

@@ -10,14 +10,10 @@ training step.  The loss and metric policy is :mod:`fastopt._objectives`,
 fit's data preparation :mod:`fastopt.training.data`, its epoch loop
 :mod:`fastopt.training.loop`.
 """
-import math
-
 import numpy as np
 
 import fastopt._kernels as K
 from fastopt._validate import check_bool, check_choice, check_int
-from fastopt.optim import keras as keras_optimizers
-from fastopt.optim._base import Optimizer
 from fastopt.optim.flat import FlatParameters
 from fastopt import _objectives as objectives
 from fastopt.training import architecture, data, files, parallel
@@ -25,7 +21,7 @@ from fastopt.training.callbacks import CallbackList, History, ModelCheckpoint, \
     resolve_verbose
 from fastopt.training.loop import FitRun
 from fastopt.training.losses import LossFunction
-from fastopt.training.summary import summary_text
+from fastopt.training.summary import dense_layer_table, summary_text
 from fastopt.training.threads import blas_threads, check_threads
 
 __all__ = ["History", "MLP"]
@@ -77,10 +73,7 @@ class MLP:
         self._weight_grads = self.params.grads[:n]
         self._bias_grads = self.params.grads[n:]
         self._rng = np.random.default_rng(seed)
-        for W, (fan_in, fan_out) in zip(self.weights, pairs):
-            denominator = fan_in + fan_out if kernel_initializer == "glorot_uniform" else fan_in
-            limit = math.sqrt(6.0 / denominator)
-            W[...] = self._rng.uniform(-limit, limit, W.shape)
+        architecture.initialise(self.weights, kernel_initializer, self._rng)
         self.optimizer = None
         self.loss = None
         self.metrics = []
@@ -114,18 +107,7 @@ class MLP:
         a metric that does not fit the loss's targets, is a ValueError.
         """
         objective = self._objective(loss, metrics)
-        opt = keras_optimizers.get(optimizer) if isinstance(optimizer, str) else optimizer
-        if not isinstance(opt, Optimizer):
-            raise TypeError(f"optimizer must be a name or a fastopt optimizer, "
-                            f"got {type(optimizer).__name__}")
-        if isinstance(opt, keras_optimizers.KerasOptimizer) and not opt.built:
-            opt.build(self.params)
-        covered = sum(p.size for p, _ in opt.parameters)
-        if covered != self.params.size or not all(
-                np.shares_memory(p, self.params.data) for p, _ in opt.parameters):
-            raise ValueError("the optimizer updates other arrays than this model's parameters; "
-                             "construct it over model.params")
-        self.optimizer = opt
+        self.optimizer = architecture.optimizer_for(optimizer, self.params)
         self._set_objective(objective)
         return self
 
@@ -395,18 +377,7 @@ class MLP:
         """``[(name, type, output shape, parameters)]`` of the layers, as
         Keras' summary lists them: an MLP's are Dense layers, each hidden
         one followed by a Dropout if it has a rate."""
-        rows, count = [], {"Dense": 0, "Dropout": 0}
-
-        def add(kind, units, params):
-            k = count[kind]
-            count[kind] += 1
-            rows.append((kind.lower() + (f"_{k}" if k else ""), kind, (None, units), params))
-
-        for k, (W, b) in enumerate(zip(self.weights, self.biases)):
-            add("Dense", W.shape[1], W.size + b.size)
-            if k < len(self.dropout) and self.dropout[k]:
-                add("Dropout", W.shape[1], 0)
-        return rows
+        return dense_layer_table(self.weights, self.biases, self.dropout)
 
     def summary(self):
         """Print Keras' table of the layers (Layer (type), Output Shape,

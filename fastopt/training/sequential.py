@@ -6,7 +6,7 @@ model *is* an MLP built from its layer list -- per-layer activations and
 dropout rates included."""
 from fastopt._validate import check_choice
 from fastopt.training import architecture
-from fastopt.training.layers import Dense, Dropout, Flatten, Input, Layer
+from fastopt.training.layers import Dense, Dropout, Input, Layer
 from fastopt.training.layers import from_config as layer_from_config
 from fastopt.training.model import MLP
 

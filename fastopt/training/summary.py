@@ -39,3 +39,22 @@ def summary_text(name, rows, total):
               f" Trainable params: {total:,} ({_size(total)})",
               " Non-trainable params: 0 (0.00 B)"]
     return "\n".join(lines)
+
+
+def dense_layer_table(weights, biases, dropout):
+    """``[(name, type, output shape, parameters)]`` of Dense layers of
+    ``weights`` and ``biases``, each hidden one followed by a Dropout where
+    ``dropout`` gives it a rate; named as Keras names them (dense, dense_1,
+    ...)."""
+    rows, count = [], {"Dense": 0, "Dropout": 0}
+
+    def add(kind, units, params):
+        k = count[kind]
+        count[kind] += 1
+        rows.append((kind.lower() + (f"_{k}" if k else ""), kind, (None, units), params))
+
+    for k, (W, b) in enumerate(zip(weights, biases)):
+        add("Dense", W.shape[1], W.size + b.size)
+        if k < len(dropout) and dropout[k]:
+            add("Dropout", W.shape[1], 0)
+    return rows
