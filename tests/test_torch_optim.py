@@ -191,7 +191,8 @@ def test_parity_with_torch_optim(kind, name, kwargs, own, flat):
     assert opt.last_step_calls == (2 if flat else len(list(model.parameters())))
 
 
-def test_nadam_mu_product_is_torchs():
+@pytest.mark.parametrize("flat", [False, True], ids=["separate", "flat"])
+def test_nadam_mu_product_is_torchs(flat):
     """NAdam's state["mu_product"] is advanced in float32 as torch does: bit
     for bit after 200 steps, in both parameter groups (their own
     momentum_decay), so a checkpoint carries torch's value."""
@@ -199,6 +200,8 @@ def test_nadam_mu_product_is_torchs():
     opts = []
     for mod in (torch.optim, fot):
         model = make_model("mlp")
+        if flat and mod is fot:
+            fot.flatten_(model)
         opt = mod.NAdam(groups(model, dict(momentum_decay=8e-3)), lr=1e-3)
         for x, y in data:
             train_step(model, opt, x, y)

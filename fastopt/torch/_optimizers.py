@@ -102,12 +102,20 @@ class NAdam(FastoptOptimizer, torch.optim.NAdam):
 
     @staticmethod
     def _advance(plan, hp):
-        """state["mu_product"] *= mu(step), in float32 as torch keeps it."""
+        """state["mu_product"] *= mu(step), in float32 as torch keeps it (one
+        scalar for a single run, such as a flatten_ed group: its parameters
+        share the step)."""
         beta1, momentum_decay = hp[1][0], hp[4]
+        prod = plan.scalars_np["mu_product"]
+        if len(plan.runs) == 1:
+            run = plan.runs[0]
+            t = run.t - 1                   # the step just made
+            prod[run.index[0]:run.index[-1] + 1] *= np.float32(
+                beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay)))
+            return
         which = slice(None) if plan.all_active else plan.active
         t = plan.steps_np[which].astype(np.float64)
-        mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
-        plan.scalars_np["mu_product"][which] *= mu.astype(np.float32)
+        prod[which] *= (beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))).astype(np.float32)
 
 
 class Adamax(FastoptOptimizer, torch.optim.Adamax):
