@@ -27,7 +27,8 @@ class KerasOptimizer(Optimizer):
     family = "keras"
 
     def __init__(self, learning_rate, hyper, *, weight_decay=None, clipnorm=None,
-                 clipvalue=None, global_clipnorm=None, lr=None, decay=None, name=None):
+                 clipvalue=None, global_clipnorm=None, lr=None, decay=None, name=None,
+                 **low_precision):
         if lr is not None:
             if learning_rate is not None:
                 raise TypeError("pass learning_rate or its legacy name lr, not both")
@@ -43,7 +44,7 @@ class KerasOptimizer(Optimizer):
             raise ValueError("set at most one of clipnorm, clipvalue and global_clipnorm")
         self.name = name or type(self).__name__.lower()
         super().__init__(DEFERRED, dict(lr=learning_rate, decay=0.0 if decay is None else decay,
-                                        weight_decay=weight_decay, **hyper))
+                                        weight_decay=weight_decay, **hyper), **low_precision)
 
     # -- learning rate -------------------------------------------------------
     @property
