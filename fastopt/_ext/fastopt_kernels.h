@@ -177,11 +177,23 @@ FO_INLINE uint32_t fo_to_bits(float f) {
     return u;
 }
 
+/* Selects as masks on the bits: a ?: on values the compiler may turn into a
+ * branch (with a float operation inside it, which it will not speculate),
+ * and a branch stops the loop vectorising.  c: 0 or 1. */
+FO_INLINE uint32_t fo_selu(uint32_t c, uint32_t a, uint32_t b) {
+    const uint32_t m = 0u - c;
+    return (a & m) | (b & ~m);
+}
+
+FO_INLINE float fo_self(uint32_t c, float a, float b) {
+    return fo_from_bits(fo_selu(c, fo_to_bits(a), fo_to_bits(b)));
+}
+
 /* float32 -> bfloat16 bits, adding `r` below the kept bits before the cut */
 FO_INLINE uint16_t fo_bf16_round(float x, uint32_t r) {
     const uint32_t u = fo_to_bits(x);
-    const int nan = (u & 0x7fffffffu) > 0x7f800000u;
-    return (uint16_t)(nan ? (u >> 16) | 0x40u : (u + r) >> 16);
+    const uint32_t nan = (u & 0x7fffffffu) > 0x7f800000u;
+    return (uint16_t)fo_selu(nan, (u >> 16) | 0x40u, (u + r) >> 16);
 }
 
 FO_INLINE uint16_t fo_bf16_rne(float x) {
@@ -192,21 +204,22 @@ FO_INLINE float fo_f16_to_f32(uint16_t h) {
     const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     const uint32_t em = h & 0x7fffu, e = em & 0x7c00u;
     uint32_t o = (em << 13) + (112u << 23);          /* rebias the exponent */
-    o = e == 0x7c00u ? o + (112u << 23) : o;         /* inf / nan: exponent 255 */
+    o = fo_selu(e == 0x7c00u, o + (112u << 23), o);  /* inf / nan: exponent 255 */
     /* subnormal or zero: em * 2^-24 = (2^-14 (1 + em/1024)) - 2^-14, exact */
     const float sub = fo_from_bits(o + (1u << 23)) - fo_from_bits(113u << 23);
-    o = e == 0 ? fo_to_bits(sub) : o;
+    o = fo_selu(e == 0, fo_to_bits(sub), o);
     return fo_from_bits(o | sign);
 }
 
 FO_INLINE uint16_t fo_f32_to_f16(float x) {
     const uint32_t ux = fo_to_bits(x);
     const uint32_t sign = (ux >> 16) & 0x8000u, u = ux & 0x7fffffffu;
-    const uint32_t special = u > 0x7f800000u ? 0x7e00u : 0x7c00u; /* nan / inf */
+    const uint32_t special = fo_selu(u > 0x7f800000u, 0x7e00u, 0x7c00u); /* nan / inf */
     /* below 2^-14 (subnormal result): 0.5 + |x| rounds at 2^-24, RNE */
     const uint32_t sub = fo_to_bits(fo_from_bits(u) + 0.5f) - (126u << 23);
     const uint32_t norm = (u - (112u << 23) + 0xfffu + ((u >> 13) & 1u)) >> 13;
-    const uint32_t o = u >= (143u << 23) ? special : (u < (113u << 23) ? sub : norm);
+    const uint32_t o = fo_selu(u >= (143u << 23), special,
+                               fo_selu(u < (113u << 23), sub, norm));
     return (uint16_t)(o | sign);
 }
 
@@ -462,8 +475,8 @@ typedef struct {
 FO_INLINE void fo_adam_moments(const fo_adam_args *k, float p_in, float g, float m0,
                                float v0, float *p, float *m, float *v) {
     const float pp = p_in * k->p_scale;
-    float d = k->gscale * g;
-    d = k->has_wd ? d + k->wd * pp : d;
+    const float d0 = k->gscale * g;
+    const float d = fo_self(k->has_wd != 0, d0 + k->wd * pp, d0); /* see fo_selu */
     *p = pp;
     *m = m0 + k->one_m_beta1 * (d - m0);
     *v = k->beta2 * v0 + k->one_m_beta2 * (d * d);
@@ -539,18 +552,18 @@ FO_INLINE int fo_adam_body(const fo_adam_args *a, float *restrict P,
 /* The code of |x| / scale (y in [0, 1], or nan), with `bias` (15 or 31) and
  * `under`: the code of a positive value below the smallest (0 or 8). */
 FO_INLINE uint32_t fo_q8_mag(float y, const uint32_t bias, const uint32_t under) {
-    y = y < 1.0f ? y : 1.0f; /* nan stays nan (handled by the scale) */
-    const uint32_t u = fo_to_bits(y);
+    uint32_t u = fo_to_bits(y); /* y >= 0: its bits order as its values */
+    u = u < 0x3f800000u ? u : 0x3f800000u; /* at most 1 (nan too: its scale is nan) */
     const uint32_t ur = u + 0x7ffffu + ((u >> 20) & 1u);
     const int32_t e = (int32_t)(ur >> 23) - 127 + (int32_t)bias;
-    const uint32_t mag = e <= 0 ? under : ((uint32_t)e << 3) | ((ur >> 20) & 7u);
-    return u == 0 ? 0u : (mag < (bias << 3) ? mag : (bias << 3));
+    const uint32_t mag = fo_selu(e <= 0, under, ((uint32_t)e << 3) | ((ur >> 20) & 7u));
+    return fo_selu(u == 0, 0u, mag < (bias << 3) ? mag : (bias << 3));
 }
 
 /* The value of magnitude code `mag` (times the scale, by the caller). */
 FO_INLINE float fo_q8_value(uint32_t mag, const uint32_t bias) {
     const uint32_t bits = ((((mag >> 3) + 127u - bias) << 23) | ((mag & 7u) << 20));
-    return mag == 0 ? 0.0f : fo_from_bits(bits);
+    return fo_from_bits(fo_selu(mag == 0, 0u, bits));
 }
 
 FO_INLINE float fo_q8_load_m(const uint8_t *M, ptrdiff_t i, float scale) {
