@@ -157,3 +157,12 @@ def test_keras_adam_takes_the_state_dtype():
                       convention="keras", state_scales=scales)
     np.testing.assert_array_equal(p, p2)
     assert opt.state_dict()["state"][0]["momentum"].dtype == np.uint8
+
+
+def test_importing_fastopt_does_not_import_ml_dtypes():
+    import subprocess
+    import sys
+
+    code = ("import sys, fastopt, fastopt.optim, fastopt.optim.keras; "
+            "assert 'ml_dtypes' not in sys.modules, 'ml_dtypes imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
