@@ -6,6 +6,10 @@ import numpy as np
 import numpy.typing as npt
 
 _F32 = npt.NDArray[np.float32]
+_F16 = npt.NDArray[np.float16]
+_BF16 = npt.NDArray[Any]  # ml_dtypes.bfloat16
+_U8 = npt.NDArray[np.uint8]
+_Rounding = Literal["nearest", "stochastic"]
 _Real = float | int | np.floating[Any] | np.integer[Any]
 _Bool = bool | np.bool_
 _Convention = Literal["torch", "keras"]
@@ -64,9 +68,9 @@ def rmsprop_(
 ) -> bool | None: ...
 def adam_(
     param: _F32,
-    grad: _F32,
-    exp_avg: _F32,
-    exp_avg_sq: _F32,
+    grad: _F32 | _F16 | _BF16,
+    exp_avg: _F32 | _BF16 | _U8,
+    exp_avg_sq: _F32 | _BF16 | _U8,
     *,
     step: int,
     lr: _Real = 1e-3,
@@ -77,6 +81,10 @@ def adam_(
     decoupled_weight_decay: _Bool = False,
     amsgrad: _Bool = False,
     max_exp_avg_sq: _F32 | None = None,
+    param_copy: _BF16 | _F16 | None = None,
+    state_scales: _F32 | None = None,
+    rounding: _Rounding = "nearest",
+    seed: int = 0,
     maximize: _Bool = False,
     grad_scale: _Real = 1.0,
     skip_nonfinite: _Bool = False,
@@ -84,9 +92,9 @@ def adam_(
 ) -> bool | None: ...
 def adamw_(
     param: _F32,
-    grad: _F32,
-    exp_avg: _F32,
-    exp_avg_sq: _F32,
+    grad: _F32 | _F16 | _BF16,
+    exp_avg: _F32 | _BF16 | _U8,
+    exp_avg_sq: _F32 | _BF16 | _U8,
     *,
     step: int,
     lr: _Real = 1e-3,
@@ -96,6 +104,10 @@ def adamw_(
     weight_decay: _Real = 1e-2,
     amsgrad: _Bool = False,
     max_exp_avg_sq: _F32 | None = None,
+    param_copy: _BF16 | _F16 | None = None,
+    state_scales: _F32 | None = None,
+    rounding: _Rounding = "nearest",
+    seed: int = 0,
     maximize: _Bool = False,
     grad_scale: _Real = 1.0,
     skip_nonfinite: _Bool = False,
@@ -174,7 +186,7 @@ class BoundUpdate:
 
 def bind(kernel: Callable[..., bool | None], *args: Any, **kwargs: Any) -> BoundUpdate: ...
 def sum_squares(x: _F32) -> float: ...
-def all_finite(x: _F32) -> bool: ...
+def all_finite(x: _F32 | _F16 | _BF16) -> bool: ...
 def simd_levels() -> list[str]: ...
 def set_simd_level(name: str) -> None: ...
 def set_prefetch(on: bool) -> None: ...

@@ -57,25 +57,42 @@ def _buffer_names(kernel):
 
 
 BUFFER_CASES = [(k, b) for k in KERNELS for b in _buffer_names(k)]
+# The buffers that take other dtypes than float32 (low precision, issue 21).
+_LOW_PRECISION = {"grad": "float32, float16 or bfloat16",
+                  "exp_avg": "float32, bfloat16 or uint8",
+                  "exp_avg_sq": "float32, bfloat16 or uint8"}
+
+
+def _dtypes(kernel, name):
+    """The dtypes the message names for buffer ``name`` of ``kernel``."""
+    return _LOW_PRECISION.get(name, "float32") if kernel in ("adam_", "adamw_") else "float32"
+
+
+def _not_an_array(kernel, name, got):
+    dtypes = _dtypes(kernel, name)
+    if dtypes == "float32":
+        return f"{name} must be a float32 numpy.ndarray, got {got}"
+    return f"{name} must be a numpy.ndarray of dtype {dtypes}, got {got}"
 
 
 @pytest.mark.parametrize("kernel,name", BUFFER_CASES)
 def test_wrong_dtype(kernel, name):
-    _assert_rejected(kernel, TypeError, f"{name} must have dtype float32, got float64",
+    _assert_rejected(kernel, TypeError,
+                     f"{name} must have dtype {_dtypes(kernel, name)}, got float64",
                      **{name: np.zeros(N)})
 
 
 @pytest.mark.parametrize("kernel,name", BUFFER_CASES)
 def test_not_an_array(kernel, name):
-    _assert_rejected(kernel, TypeError, f"{name} must be a float32 numpy.ndarray, got list",
+    _assert_rejected(kernel, TypeError, _not_an_array(kernel, name, "list"),
                      **{name: [0.0] * N})
 
 
 @pytest.mark.parametrize("kernel,name", BUFFER_CASES)
 def test_none_where_a_buffer_is_needed(kernel, name):
     exc = ValueError if name in ("momentum_buf", "grad_avg", "max_exp_avg_sq") else TypeError
-    _assert_rejected(kernel, exc, f"{name} (must be a float32 numpy.ndarray, got None|"
-                                  f"is required when)", **{name: None})
+    _assert_rejected(kernel, exc, f"({_not_an_array(kernel, name, 'None')}|"
+                                  f"{name} is required when)", **{name: None})
 
 
 @pytest.mark.parametrize("kernel,name", BUFFER_CASES)

@@ -135,13 +135,114 @@ cdef bint _is_int64_vector(object a):
             and cnp.PyArray_ISNOTSWAPPED(arr))
 
 
-cdef bint _unchanged(cnp.ndarray a, const void *data, Py_ssize_t size, bint writable):
-    """True if ``a`` is still the native float32, C-contiguous (writable)
-    memory at ``data`` of ``size`` elements, as when it was checked."""
+cdef bint _unchanged(cnp.ndarray a, const void *data, Py_ssize_t size, bint writable,
+                     int type_num=cnp.NPY_FLOAT32):
+    """True if ``a`` is still the native ``type_num`` (float32), C-contiguous
+    (writable) memory at ``data`` of ``size`` elements, as when it was checked."""
     return (cnp.PyArray_DATA(a) == data and cnp.PyArray_SIZE(a) == size
-            and cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 and cnp.PyArray_ISNOTSWAPPED(a)
+            and cnp.PyArray_TYPE(a) == type_num and cnp.PyArray_ISNOTSWAPPED(a)
             and cnp.PyArray_IS_C_CONTIGUOUS(a)
             and (not writable or cnp.PyArray_ISWRITEABLE(a)))
+
+
+# The element formats of low-precision buffers, by the codes of
+# fastopt_kernels.h (FO_F32, FO_F16, FO_BF16).
+_FORMAT_NAMES = ("float32", "float16", "bfloat16", "", "", "uint8")
+
+
+cdef int _format(cnp.ndarray arr):
+    """The format code of ``arr``'s dtype, -1 if none.  bfloat16 is
+    recognised by its name and size (``ml_dtypes.bfloat16``, which this
+    module does not import) and read as 16-bit words."""
+    cdef int t = cnp.PyArray_TYPE(arr)
+    if t == cnp.NPY_FLOAT32:
+        return 0
+    if t == cnp.NPY_FLOAT16:
+        return 1
+    if t == cnp.NPY_UINT8:
+        return 5
+    dtype = (<object>arr).dtype
+    if dtype.name == "bfloat16" and dtype.itemsize == 2 and dtype.kind in "Vf":
+        return 2
+    return -1
+
+
+cdef str _expected_formats(tuple formats):
+    """The names of ``formats`` (codes) as in "float32, float16 or bfloat16"."""
+    cdef list names = []
+    for f in formats:
+        names.append(_FORMAT_NAMES[<int>f])
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:len(names) - 1]) + " or " + names[len(names) - 1]
+
+
+cdef cnp.ndarray _lp_array(object a, str name, bint writable, tuple formats):
+    """``a`` checked as a C-contiguous, aligned (writable), native-order
+    ndarray in one of ``formats`` (format codes)."""
+    if a is None or not cnp.PyArray_Check(a):
+        expected = _expected_formats(formats)
+        raise TypeError(f"{name} must be a numpy.ndarray of dtype {expected}, got "
+                        f"{'None' if a is None else type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if _format(arr) not in formats:
+        expected = _expected_formats(formats)
+        raise TypeError(f"{name} must have dtype {expected}, got {(<object>arr).dtype}")
+    if _format(arr) == 0:
+        return _array(a, name, writable)
+    if not cnp.PyArray_ISNOTSWAPPED(arr):
+        raise TypeError(f"{name} must be in native byte order, got dtype "
+                        f"{(<object>arr).dtype.str!r}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"{name} must be C-contiguous; got an array with strides "
+                         f"{(<object>arr).strides}")
+    if not cnp.PyArray_ISALIGNED(arr):
+        raise ValueError(f"{name} must be aligned to its element size")
+    if writable and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{name} is read-only; it is written in place and must be writable")
+    return arr
+
+
+cdef cnp.ndarray _lp_sized(object a, str name, Py_ssize_t n, bint writable, tuple formats):
+    """A low-precision buffer (see _lp_array) with as many elements as ``param``."""
+    cdef cnp.ndarray arr = _lp_array(a, name, writable, formats)
+    if cnp.PyArray_SIZE(arr) != n:
+        raise ValueError(f"{name} has {cnp.PyArray_SIZE(arr)} elements, but param has {n}; "
+                         f"every buffer must have as many elements as param")
+    return arr
+
+
+cdef cnp.ndarray _scales(object a, str name, Py_ssize_t n, int state_format):
+    """The block scales of 8-bit state (``state_format`` 5) of ``n`` elements:
+    float32, 2 * ceil(n / FO_Q8_BLOCK) elements, each finite and >= 0.
+    None for another state format (and then ``a`` must be None)."""
+    if state_format != 5:
+        if a is not None:
+            raise ValueError(f"{name} is only for 8-bit (uint8) state")
+        return None
+    cdef Py_ssize_t k = 2 * ((n + FO_Q8_BLOCK - 1) // FO_Q8_BLOCK)
+    why = (f"(8-bit state of {n} elements: one float32 scale per block of {FO_Q8_BLOCK} "
+           f"elements, exp_avg's then exp_avg_sq's)")
+    if a is None:
+        raise ValueError(f"{name} is required with uint8 state {why}")
+    cdef cnp.ndarray arr = _array(a, name, True)
+    if cnp.PyArray_SIZE(arr) != k:
+        raise ValueError(f"{name} has {cnp.PyArray_SIZE(arr)} elements, expected {k} {why}")
+    bad = np.flatnonzero(~(np.isfinite(arr.reshape(-1)) & (arr.reshape(-1) >= 0)))
+    if bad.size:
+        raise ValueError(f"{name} holds {bad.size} scale(s) that are not finite and >= 0 "
+                         f"(first at {bad[0]}: {arr.reshape(-1)[bad[0]]!r}); the 8-bit "
+                         f"state is corrupt")
+    return arr
+
+
+cdef unsigned int _seed(object value, str name) except? 0xffffffff:
+    """A seed of stochastic rounding: an int in [0, 2**32)."""
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int in [0, 2**32), got {_show(value)}")
+    if not 0 <= value < 2**32:
+        raise ValueError(f"{name} must be in [0, 2**32), got {value!r}")
+    return value
 
 
 cdef cnp.ndarray _state(object a, str name, Py_ssize_t n):
@@ -184,3 +285,8 @@ cdef int _disjoint(tuple arrays, tuple names) except -1:
 cdef inline float *_f32(cnp.ndarray a):
     """The data of a checked float32 array (NULL for None)."""
     return <float *>cnp.PyArray_DATA(a) if a is not None else NULL
+
+
+cdef inline void *_data(cnp.ndarray a):
+    """The data of a checked array of any format (NULL for None)."""
+    return cnp.PyArray_DATA(a) if a is not None else NULL

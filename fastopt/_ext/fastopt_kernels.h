@@ -146,6 +146,131 @@ FO_INLINE int fo_pack(const float **s, int n) {
     } while (0)
 
 /* ------------------------------------------------------------------------ */
+/* Low-precision formats.  A buffer's format is a compile-time constant of a
+ * rule's body: fo_load widens an element to float32, fo_store_state and
+ * fo_store_copy narrow one.  Every conversion is integer arithmetic on the
+ * bits (and, for float16's subnormals, one exactly rounded float addition),
+ * so every SIMD variant gives the same bits.
+ *
+ *   bfloat16 -> float32: the 16 bits are the high half (exact).
+ *   float32 -> bfloat16, round to nearest even: (u + 0x7fff + lsb) >> 16,
+ *     where lsb is bit 16 of u; nan stays a quiet nan (sign and top payload
+ *     kept, bit 6 set).  Overflow rounds to inf, as in IEEE.
+ *   float32 -> bfloat16, stochastic: (u + r) >> 16 with r 16 random bits,
+ *     so |x| is rounded up with probability (dropped bits) / 2^16: unbiased.
+ *     r comes from fo_sr_bits(key, i): a hash of the element index i
+ *     (modulo 2^32) and key = fo_sr_key(seed, step), so it depends on
+ *     neither the thread count nor the SIMD variant.
+ *   float16 <-> float32: IEEE binary16, round to nearest even, subnormals,
+ *     inf and nan kept (nan made quiet). */
+enum { FO_F32 = 0, FO_F16 = 1, FO_BF16 = 2, FO_BF16_SR = 3, FO_NONE = 4, FO_Q8 = 5 };
+
+FO_INLINE float fo_from_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+FO_INLINE uint32_t fo_to_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* Selects as masks on the bits: a ?: on values the compiler may turn into a
+ * branch (with a float operation inside it, which it will not speculate),
+ * and a branch stops the loop vectorising.  c: 0 or 1. */
+FO_INLINE uint32_t fo_selu(uint32_t c, uint32_t a, uint32_t b) {
+    const uint32_t m = 0u - c;
+    return (a & m) | (b & ~m);
+}
+
+FO_INLINE float fo_self(uint32_t c, float a, float b) {
+    return fo_from_bits(fo_selu(c, fo_to_bits(a), fo_to_bits(b)));
+}
+
+/* float32 -> bfloat16 bits, adding `r` below the kept bits before the cut */
+FO_INLINE uint16_t fo_bf16_round(float x, uint32_t r) {
+    const uint32_t u = fo_to_bits(x);
+    const uint32_t nan = (u & 0x7fffffffu) > 0x7f800000u;
+    return (uint16_t)fo_selu(nan, (u >> 16) | 0x40u, (u + r) >> 16);
+}
+
+FO_INLINE uint16_t fo_bf16_rne(float x) {
+    return fo_bf16_round(x, 0x7fffu + ((fo_to_bits(x) >> 16) & 1u));
+}
+
+FO_INLINE float fo_f16_to_f32(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    const uint32_t em = h & 0x7fffu, e = em & 0x7c00u;
+    uint32_t o = (em << 13) + (112u << 23);          /* rebias the exponent */
+    o = fo_selu(e == 0x7c00u, o + (112u << 23), o);  /* inf / nan: exponent 255 */
+    /* subnormal or zero: em * 2^-24 = (2^-14 (1 + em/1024)) - 2^-14, exact */
+    const float sub = fo_from_bits(o + (1u << 23)) - fo_from_bits(113u << 23);
+    o = fo_selu(e == 0, fo_to_bits(sub), o);
+    return fo_from_bits(o | sign);
+}
+
+FO_INLINE uint16_t fo_f32_to_f16(float x) {
+    const uint32_t ux = fo_to_bits(x);
+    const uint32_t sign = (ux >> 16) & 0x8000u, u = ux & 0x7fffffffu;
+    const uint32_t special = fo_selu(u > 0x7f800000u, 0x7e00u, 0x7c00u); /* nan / inf */
+    /* below 2^-14 (subnormal result): 0.5 + |x| rounds at 2^-24, RNE */
+    const uint32_t sub = fo_to_bits(fo_from_bits(u) + 0.5f) - (126u << 23);
+    const uint32_t norm = (u - (112u << 23) + 0xfffu + ((u >> 13) & 1u)) >> 13;
+    const uint32_t o = fo_selu(u >= (143u << 23), special,
+                               fo_selu(u < (113u << 23), sub, norm));
+    return (uint16_t)(o | sign);
+}
+
+/* A 32-bit mix with full avalanche (Wellons' lowbias32). */
+FO_INLINE uint32_t fo_mix32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+/* The key of one step's stochastic rounding, from the seed and the step. */
+static inline uint32_t fo_sr_key(uint32_t seed, long long step) {
+    const uint64_t t = (uint64_t)step;
+    return fo_mix32(seed ^ fo_mix32((uint32_t)t ^ fo_mix32((uint32_t)(t >> 32) + 0x9e3779b9u)));
+}
+
+/* 32 random bits for element i: the low 16 round the first moment, the
+ * high 16 the second. */
+FO_INLINE uint32_t fo_sr_bits(uint32_t key, ptrdiff_t i) {
+    return fo_mix32((uint32_t)i ^ key);
+}
+
+FO_INLINE float fo_load(const void *X, ptrdiff_t i, const int fmt) {
+    if (fmt == FO_F32) return ((const float *)X)[i];
+    if (fmt == FO_F16) return fo_f16_to_f32(((const uint16_t *)X)[i]);
+    return fo_from_bits((uint32_t)((const uint16_t *)X)[i] << 16); /* bfloat16 */
+}
+
+/* A state element: float32, or bfloat16 rounded to nearest even or (FO_BF16_SR)
+ * stochastically with the 16 random bits r. */
+FO_INLINE void fo_store_state(void *X, ptrdiff_t i, float x, const int fmt, uint32_t r) {
+    if (fmt == FO_F32)
+        ((float *)X)[i] = x;
+    else if (fmt == FO_BF16_SR)
+        ((uint16_t *)X)[i] = fo_bf16_round(x, r);
+    else
+        ((uint16_t *)X)[i] = fo_bf16_rne(x);
+}
+
+/* The low-precision copy of an updated parameter (none, float16, bfloat16), RNE. */
+FO_INLINE void fo_store_copy(void *X, ptrdiff_t i, float x, const int fmt) {
+    if (fmt == FO_F16)
+        ((uint16_t *)X)[i] = fo_f32_to_f16(x);
+    else if (fmt == FO_BF16)
+        ((uint16_t *)X)[i] = fo_bf16_rne(x);
+}
+
+/* ------------------------------------------------------------------------ */
 /* SGD, with momentum / Nesterov, in PyTorch's or Keras' form.
  *
  *   p <- p * p_scale                          (decoupled weight decay; 1 = off)
@@ -327,51 +452,241 @@ FO_INLINE int fo_rmsprop_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
  * PyTorch: neg_step = -lr / bc1, dscale = 1 / sqrt(bc2)   (eps after bias
  *          correction), bc1 = 1 - beta1^t and bc2 = 1 - beta2^t in double.
  * Keras:   neg_step = -lr sqrt(bc2) / bc1, dscale = 1      (eps before it).
+ *
+ * Low precision (formats: see fo_load): g float32, float16 or bfloat16; m
+ * and v both float32 or both bfloat16, stored rounded (nearest even, or
+ * stochastically with fo_sr_bits(key, i): its low 16 bits for m, its high 16
+ * for v), while this step's update uses their float32 values; optionally a
+ * float16 or bfloat16 copy of the new p (nearest even).  AMSGrad runs in
+ * float32 only.
  */
 typedef struct {
-    float *p; const float *g; float *m; float *v; float *vmax;
+    float *p; const void *g; void *m; void *v; float *vmax; void *pcopy;
+    float *scales; /* 8-bit state: the blocks' scales of m, then of v */
     float p_scale, gscale, wd, one_m_beta1, beta2, one_m_beta2, dscale, eps,
           neg_step;
     int has_wd;
+    int gfmt, sfmt, cfmt, stochastic; /* FO_F32 / FO_F16 / FO_BF16 / FO_Q8; see fo_load */
+    uint32_t key;                     /* fo_sr_key(seed, step), stochastic rounding */
+    ptrdiff_t n;                      /* the buffers' length (8-bit state's last block) */
 } fo_adam_args;
 
+/* d (the gradient term), p (after decoupled decay), m and v of one element. */
+FO_INLINE void fo_adam_moments(const fo_adam_args *k, float p_in, float g, float m0,
+                               float v0, float *p, float *m, float *v) {
+    const float pp = p_in * k->p_scale;
+    const float d0 = k->gscale * g;
+    const float d = fo_self(k->has_wd != 0, d0 + k->wd * pp, d0); /* see fo_selu */
+    *p = pp;
+    *m = m0 + k->one_m_beta1 * (d - m0);
+    *v = k->beta2 * v0 + k->one_m_beta2 * (d * d);
+}
+
+/* The updated parameter from p, m and the second moment w. */
+FO_INLINE float fo_adam_param(const fo_adam_args *k, float p, float m, float w) {
+    return p + k->neg_step * (m / (sqrtf(w) * k->dscale + k->eps));
+}
+
+/* One element of Adam; the formats are compile-time constants (fo_load,
+ * fo_store_state), so each combination is one straight vector loop.  The
+ * update uses the moments in float32; only what is stored is rounded. */
 FO_INLINE int fo_adam_body(const fo_adam_args *a, float *restrict P,
-                           const float *restrict G, float *restrict M,
-                           float *restrict V, float *restrict VM,
-                           ptrdiff_t lo, ptrdiff_t hi, const int amsgrad) {
-    const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
-                one_m_beta1 = a->one_m_beta1, beta2 = a->beta2,
-                one_m_beta2 = a->one_m_beta2, dscale = a->dscale, eps = a->eps,
-                neg_step = a->neg_step;
-    const int has_wd = a->has_wd;
+                           const void *restrict G, void *restrict M,
+                           void *restrict V, float *restrict VM,
+                           void *restrict PC,
+                           ptrdiff_t lo, ptrdiff_t hi, const int amsgrad,
+                           const int gf, const int sf, const int cf) {
+    const fo_adam_args k = *a; /* local: the stores cannot change it */
+    const uint32_t key = a->key;
     for (ptrdiff_t i = lo; i < hi; i++) {
-        const float g = G[i];
-        const float p = P[i] * p_scale;
-        float d = gscale * g;
-        d = has_wd ? d + wd * p : d;
-        const float m = M[i] + one_m_beta1 * (d - M[i]);
-        const float v = beta2 * V[i] + one_m_beta2 * (d * d);
-        M[i] = m;
-        V[i] = v;
+        float p, m, v;
+        fo_adam_moments(&k, P[i], fo_load(G, i, gf), fo_load(M, i, sf), fo_load(V, i, sf),
+                        &p, &m, &v);
+        const uint32_t r = sf == FO_BF16_SR ? fo_sr_bits(key, i) : 0u;
+        fo_store_state(M, i, m, sf, r & 0xffffu);
+        fo_store_state(V, i, v, sf, r >> 16);
         float w = v;
         if (amsgrad) {
             const float old = VM[i];
             w = (old >= v || old != old) ? old : v;
             VM[i] = w;
         }
-        P[i] = p + neg_step * (m / (sqrtf(w) * dscale + eps));
+        const float pn = fo_adam_param(&k, p, m, w);
+        P[i] = pn;
+        fo_store_copy(PC, i, pn, cf);
     }
     return 0;
 }
 
-FO_INLINE int fo_adam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
-    const fo_adam_args c = *(const fo_adam_args *)v; /* see FO_BLOCKED */
-    const float *st[] = {c.p, c.g, c.m, c.v, c.vmax};
-    const int ns = fo_pack(st, 5);
-    if (c.vmax)
-        FO_BLOCKED(lo, hi, st, ns, fo_adam_body(&c, c.p, c.g, c.m, c.v, c.vmax, fo_b, fo_e, 1));
+/* ------------------------------------------------------------------------ */
+/* Adam with 8-bit block-wise state (Dettmers et al., "8-bit Optimizers via
+ * Block-wise Quantization", ICLR 2022).  The buffers are cut in blocks of
+ * FO_Q8_BLOCK elements; each block of each moment keeps one float32 scale,
+ * its largest |value|, and one byte per element: a small float relative to
+ * the scale (the role of the paper's dynamic map, but computed with integer
+ * arithmetic instead of a table search, so that it vectorises and every SIMD
+ * variant gives the same bits):
+ *
+ *   exp_avg (signed):      sign bit, 4-bit exponent e (1..15), 3-bit mantissa f;
+ *                          value = scale * 2^(e - 15) * (1 + f/8), code 0 = 0.
+ *                          Range 2^-14 .. 1 of the scale; below, 0.
+ *   exp_avg_sq (unsigned): 5-bit exponent e (1..31), 3-bit mantissa f;
+ *                          value = scale * 2^(e - 31) * (1 + f/8), code 0 = 0.
+ *                          Range 2^-30 .. 1; a positive value below it is
+ *                          stored as the smallest code (rounded up, so that
+ *                          an element's step never grows from the rounding).
+ *
+ * Encoding: y = |x| * (1 / scale) (float32, clamped to 1), its mantissa
+ * rounded to 3 bits to nearest even on the bits.  One pass per block: widen,
+ * update as fo_adam (the parameter update uses the float32 moments), note
+ * the new largest |m| and |v|, then encode with the new scales (the block's
+ * moments are kept in float32 on the stack between the two loops: 16 KiB, in
+ * L1).  A nan moment makes its block's scale nan (the state is then lost, as
+ * it would be for that element in float32); skip_nonfinite avoids it.  A
+ * block belongs to the thread whose range holds its first element, so the
+ * results do not depend on the thread count. */
+#ifndef FO_Q8_BLOCK
+#define FO_Q8_BLOCK 2048
+#endif
+
+/* The code of |x| / scale (y in [0, 1], or nan), with `bias` (15 or 31) and
+ * `under`: the code of a positive value below the smallest (0 or 8). */
+FO_INLINE uint32_t fo_q8_mag(float y, const uint32_t bias, const uint32_t under) {
+    uint32_t u = fo_to_bits(y); /* y >= 0: its bits order as its values */
+    u = u < 0x3f800000u ? u : 0x3f800000u; /* at most 1 (nan too: its scale is nan) */
+    const uint32_t ur = u + 0x7ffffu + ((u >> 20) & 1u);
+    const int32_t e = (int32_t)(ur >> 23) - 127 + (int32_t)bias;
+    const uint32_t mag = fo_selu(e <= 0, under, ((uint32_t)e << 3) | ((ur >> 20) & 7u));
+    return fo_selu(u == 0, 0u, mag < (bias << 3) ? mag : (bias << 3));
+}
+
+/* The value of magnitude code `mag` (times the scale, by the caller). */
+FO_INLINE float fo_q8_value(uint32_t mag, const uint32_t bias) {
+    const uint32_t bits = ((((mag >> 3) + 127u - bias) << 23) | ((mag & 7u) << 20));
+    return fo_from_bits(fo_selu(mag == 0, 0u, bits));
+}
+
+FO_INLINE float fo_q8_load_m(const uint8_t *M, ptrdiff_t i, float scale) {
+    const uint32_t c = M[i];
+    const float x = fo_q8_value(c & 0x7fu, 15u) * scale;
+    return fo_from_bits(fo_to_bits(x) | ((c & 0x80u) << 24));
+}
+
+FO_INLINE float fo_q8_load_v(const uint8_t *V, ptrdiff_t i, float scale) {
+    return fo_q8_value(V[i], 31u) * scale;
+}
+
+/* Adam over the blocks of 8-bit state whose first element is in [lo, hi)
+ * (see above; n: the buffers' length). */
+FO_INLINE int fo_adam8_body(const fo_adam_args *a, float *restrict P,
+                            const void *restrict G, uint8_t *restrict M,
+                            uint8_t *restrict V, float *restrict S,
+                            void *restrict PC, ptrdiff_t lo, ptrdiff_t hi,
+                            const int gf, const int cf) {
+    const fo_adam_args k = *a; /* local: the stores cannot change it */
+    const ptrdiff_t n = a->n, nb = (n + FO_Q8_BLOCK - 1) / FO_Q8_BLOCK;
+    float tm[FO_Q8_BLOCK], tv[FO_Q8_BLOCK];
+    for (ptrdiff_t b = (lo + FO_Q8_BLOCK - 1) / FO_Q8_BLOCK; b * FO_Q8_BLOCK < hi; b++) {
+        const ptrdiff_t b0 = b * FO_Q8_BLOCK;
+        const ptrdiff_t len = n - b0 < FO_Q8_BLOCK ? n - b0 : FO_Q8_BLOCK;
+        const float ms = S[b], vs = S[nb + b];
+        uint32_t am = 0, av = 0; /* largest |m|, |v| as bits: nan is largest */
+        for (ptrdiff_t j = 0; j < len; j++) {
+            const ptrdiff_t i = b0 + j;
+            float p, m, v;
+            fo_adam_moments(&k, P[i], fo_load(G, i, gf), fo_q8_load_m(M, i, ms),
+                            fo_q8_load_v(V, i, vs), &p, &m, &v);
+            tm[j] = m;
+            tv[j] = v;
+            const uint32_t bm = fo_to_bits(m) & 0x7fffffffu, bv = fo_to_bits(v) & 0x7fffffffu;
+            am = bm > am ? bm : am;
+            av = bv > av ? bv : av;
+            const float pn = fo_adam_param(&k, p, m, v);
+            P[i] = pn;
+            fo_store_copy(PC, i, pn, cf);
+        }
+        const float sm = fo_from_bits(am), sv = fo_from_bits(av);
+        const float im = sm > 0.0f ? 1.0f / sm : 0.0f, iv = sv > 0.0f ? 1.0f / sv : 0.0f;
+        for (ptrdiff_t j = 0; j < len; j++) {
+            const uint32_t sign = (fo_to_bits(tm[j]) >> 24) & 0x80u;
+            M[b0 + j] = (uint8_t)(fo_q8_mag(fabsf(tm[j]) * im, 15u, 0u) | sign);
+            V[b0 + j] = (uint8_t)fo_q8_mag(tv[j] * iv, 31u, 8u);
+        }
+        S[b] = sm;
+        S[nb + b] = sv;
+    }
+    return 0;
+}
+
+#define FO_ADAM8_RUN(GF, CF)                                                       \
+    fo_adam8_body(c, c->p, c->g, (uint8_t *)c->m, (uint8_t *)c->v, c->scales, c->pcopy, \
+                  lo, hi, GF, CF)
+
+FO_INLINE void fo_adam8_cf(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi, const int gf) {
+    if (c->cfmt == FO_F16)
+        FO_ADAM8_RUN(gf, FO_F16);
+    else if (c->cfmt == FO_BF16)
+        FO_ADAM8_RUN(gf, FO_BF16);
     else
-        FO_BLOCKED(lo, hi, st, ns, fo_adam_body(&c, c.p, c.g, c.m, c.v, c.vmax, fo_b, fo_e, 0));
+        FO_ADAM8_RUN(gf, FO_NONE);
+}
+
+FO_INLINE void fo_adam8(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi) {
+    if (c->gfmt == FO_F16)
+        fo_adam8_cf(c, lo, hi, FO_F16);
+    else if (c->gfmt == FO_BF16)
+        fo_adam8_cf(c, lo, hi, FO_BF16);
+    else
+        fo_adam8_cf(c, lo, hi, FO_F32);
+}
+
+#define FO_ADAM_RUN(AMS, GF, SF, CF)                                               \
+    FO_BLOCKED(lo, hi, st, ns,                                                     \
+               fo_adam_body(c, c->p, c->g, c->m, c->v, c->vmax, c->pcopy, fo_b, fo_e, \
+                            AMS, GF, SF, CF))
+
+/* The copy format as a constant (none, float16 or bfloat16). */
+FO_INLINE void fo_adam_cf(const fo_adam_args *c, const float *const *st, int ns,
+                          ptrdiff_t lo, ptrdiff_t hi, const int gf, const int sf) {
+    if (c->cfmt == FO_F16)
+        FO_ADAM_RUN(0, gf, sf, FO_F16);
+    else if (c->cfmt == FO_BF16)
+        FO_ADAM_RUN(0, gf, sf, FO_BF16);
+    else
+        FO_ADAM_RUN(0, gf, sf, FO_NONE);
+}
+
+/* The state format as a constant (float32, bfloat16 rounded to nearest or
+ * stochastically). */
+FO_INLINE void fo_adam_sf(const fo_adam_args *c, const float *const *st, int ns,
+                          ptrdiff_t lo, ptrdiff_t hi, const int gf) {
+    if (c->sfmt == FO_BF16 && c->stochastic)
+        fo_adam_cf(c, st, ns, lo, hi, gf, FO_BF16_SR);
+    else if (c->sfmt == FO_BF16)
+        fo_adam_cf(c, st, ns, lo, hi, gf, FO_BF16);
+    else
+        fo_adam_cf(c, st, ns, lo, hi, gf, FO_F32);
+}
+
+FO_INLINE int fo_adam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
+    const fo_adam_args cc = *(const fo_adam_args *)v; /* see FO_BLOCKED */
+    const fo_adam_args *c = &cc;
+    /* only the float32 buffers are prefetched (fo_ahead counts in floats) */
+    const float *st[] = {cc.p, cc.gfmt == FO_F32 ? (const float *)cc.g : NULL,
+                         cc.sfmt == FO_F32 ? (const float *)cc.m : NULL,
+                         cc.sfmt == FO_F32 ? (const float *)cc.v : NULL, cc.vmax};
+    const int ns = fo_pack(st, 5);
+    /* amsgrad only with float32 state, gradient and no copy (checked before) */
+    if (cc.vmax)
+        FO_ADAM_RUN(1, FO_F32, FO_F32, FO_NONE);
+    else if (cc.sfmt == FO_Q8)
+        fo_adam8(c, lo, hi);
+    else if (cc.gfmt == FO_F16)
+        fo_adam_sf(c, st, ns, lo, hi, FO_F16);
+    else if (cc.gfmt == FO_BF16)
+        fo_adam_sf(c, st, ns, lo, hi, FO_BF16);
+    else
+        fo_adam_sf(c, st, ns, lo, hi, FO_F32);
     return 0;
 }
 
@@ -580,12 +895,21 @@ FO_INLINE int fo_sumsq_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 /* ------------------------------------------------------------------------ */
 /* Is any element nan or +-inf?  A read-only pass (4 bytes an element): run
  * before an update that must be skipped, not half-applied, on a bad gradient. */
-typedef struct { const float *x; } fo_nonfinite_args;
+/* Whether any element is nan or inf; x in format fmt (FO_F32, FO_F16, FO_BF16). */
+typedef struct { const void *x; int fmt; } fo_nonfinite_args;
 
 FO_INLINE int fo_nonfinite_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
-    const float *restrict X = ((const fo_nonfinite_args *)v)->x;
+    const fo_nonfinite_args *a = (const fo_nonfinite_args *)v;
     int bad = 0;
-    for (ptrdiff_t i = lo; i < hi; i++) bad |= FO_NOT_FINITE(X[i]);
+    if (a->fmt == FO_F32) {
+        const float *restrict X = (const float *)a->x;
+        for (ptrdiff_t i = lo; i < hi; i++) bad |= FO_NOT_FINITE(X[i]);
+    } else {
+        /* all exponent bits set: inf or nan */
+        const uint16_t *restrict X = (const uint16_t *)a->x;
+        const uint16_t e = a->fmt == FO_F16 ? 0x7c00u : 0x7f80u;
+        for (ptrdiff_t i = lo; i < hi; i++) bad |= (X[i] & e) == e;
+    }
     return bad;
 }
 

@@ -50,7 +50,8 @@ cdef extern from "fastopt_kernels.h" nogil:
         double total
 
     ctypedef struct fo_nonfinite_args:
-        const float *x
+        const void *x
+        int fmt
 
     ctypedef struct fo_sumsq_args:
         const float *x
@@ -61,6 +62,7 @@ cdef extern from "fastopt_kernels.h" nogil:
     int FO_PARALLEL_MIN
     int FO_PREFETCH_MIN
     int FO_PREFETCH_AHEAD
+    int FO_Q8_BLOCK
     int fo_prefetch
     int fo_prefetch_default()
     int fo_best_simd()
@@ -70,6 +72,7 @@ cdef extern from "fastopt_kernels.h" nogil:
     int fo_openmp_enabled()
     int fo_max_threads()
     int fo_run(fo_kernel_fn fn, const void *args, Py_ssize_t n)
+    unsigned int fo_sr_key(unsigned int seed, long long step)
 
 cdef extern from *:
     """
@@ -160,6 +163,7 @@ def build_info():
         "prefetch": bool(fo_prefetch),
         "prefetch_min_elements": FO_PREFETCH_MIN,
         "prefetch_ahead_elements": FO_PREFETCH_AHEAD,
+        "q8_block_elements": FO_Q8_BLOCK,
         "flush_subnormals": bool(fo_flush_subnormals),
         "compiler": FO_COMPILER.decode(),
         "compile_flags": FO_BUILD_FLAGS.decode(),

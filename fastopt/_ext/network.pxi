@@ -380,6 +380,7 @@ cdef class Network:
                                      f"[0, {C})")
             return 0
         scan.x = T
+        scan.fmt = 0  # float32
         if fo_run(fo_active.nonfinite, &scan, n * C):
             raise ValueError("y (the targets of this batch) holds nan or inf")
         return 0

@@ -27,8 +27,19 @@ CHECKS = {
     "flag": ("bint", '_flag({arg}, "{arg}")', "_Bool"),
     "step": ("long long", '_step({arg}, "{arg}")', "int"),
     "convention": ("bint", "_keras({arg})", "_Convention"),
+    "rounding": ("bint", '_choice({arg}, "{arg}", ("nearest", "stochastic")) == 1',
+                 "_Rounding"),
+    "seed": ("unsigned int", '_seed({arg}, "{arg}")', "int"),
 }
-BUFFERS = ("param", "grad", "state")  # param: written; grad: read; state: written
+# param: written; grad: read; state: written; copy: written (a low-precision copy of
+# param); scales: written, the block scales of the first state buffer's 8-bit format
+BUFFERS = ("param", "grad", "state", "copy", "scales")
+
+# The element formats a buffer may have (its ``formats``), as the codes of
+# fastopt_kernels.h (FO_F32, FO_F16, FO_BF16): the kernel reads or writes
+# each one in its own format.  bfloat16 is ml_dtypes.bfloat16; uint8 is
+# 8-bit block-wise state (codes, with the blocks' scales in a "scales" buffer).
+FORMAT_CODES = {"float32": 0, "float16": 1, "bfloat16": 2, "uint8": 5}
 
 
 class Arg(NamedTuple):
@@ -39,17 +50,37 @@ class Arg(NamedTuple):
     the rule's fill function derives members from it, or for the members
     every rule has: see updates.pxi.tp).  ``when``: for an optional state
     buffer, the C condition on the checked hyperparameters ``h`` under which
-    it is required, and how the message says it.
+    it is required, and how the message says it.  ``formats``: for a
+    buffer, the dtypes it may have (FORMAT_CODES); a buffer with another
+    format than float32 is given to C as ``void *`` beside its format code
+    (member ``gfmt`` for the gradient, ``sfmt`` for the state buffers, which
+    share one format, ``cfmt`` for a copy).
     """
     name: str
     default: str | None
     check: str
     field: str | None = None
     when: tuple[str, str] | None = None
+    formats: tuple[str, ...] = ("float32",)
 
     @property
     def is_buffer(self):
         return self.check in BUFFERS
+
+    @property
+    def low_precision(self):
+        """A buffer that may have another format than float32."""
+        return self.formats != ("float32",)
+
+    @property
+    def format_member(self):
+        """The C struct member holding its format code."""
+        return {"grad": "gfmt", "state": "sfmt", "copy": "cfmt"}[self.check]
+
+    @property
+    def format_codes(self):
+        """Its formats as a C tuple literal of format codes."""
+        return "(" + ", ".join(str(FORMAT_CODES[f]) for f in self.formats) + ",)"
 
     @property
     def member(self):
@@ -66,12 +97,15 @@ class Rule(NamedTuple):
     are checked, which decides the error a call with two defects gets (the
     buffers come after them, in signature order).  ``derived``: the
     struct's members that ``_<name>_fill`` and ``_<name>_at_step`` compute.
-    ``extra``: a check across hyperparameters, run after theirs."""
+    ``extra``: a check across hyperparameters, run after theirs;
+    ``extra_buffers``: a check across the buffers' formats and the
+    hyperparameters, run once the C arguments are filled."""
     name: str
     args: list[Arg]
     checks: str
     derived: tuple[str, ...]
     extra: str | None = None
+    extra_buffers: str | None = None
 
     @property
     def hyper(self):
@@ -93,6 +127,18 @@ class Rule(NamedTuple):
         return any(a.name == "step" for a in self.args)
 
     @property
+    def shared_format_pairs(self):
+        """(buffer, first): each low-precision state buffer after the first,
+        which must have the first's format (the struct has one ``sfmt``)."""
+        states = [a for a in self.buffers if a.check == "state" and a.low_precision]
+        return [(a, states[0]) for a in states[1:]]
+
+    @property
+    def grad_format(self):
+        """The C expression of the gradient's format code."""
+        return "a.gfmt" if self.buffers[1].low_precision else "0"
+
+    @property
     def params(self):
         """The argument names of the rule's C-level entry, in signature order."""
         return [a.name for a in self.args if a.name != "*"]
@@ -101,8 +147,11 @@ class Rule(NamedTuple):
     def fields(self):
         """Members copied unchanged, as (C declaration, Arg)."""
         c_type = {"param": "float *", "grad": "const float *", "state": "float *",
-                  "double": "float ", "bint": "int "}
-        return [(c_type.get(a.check) or c_type[CHECKS[a.check][0]], a)
+                  "scales": "float *",
+                  "double": "float ", "bint": "int ", "unsigned int": "unsigned int "}
+        lowp = {"grad": "const void *", "state": "void *", "copy": "void *"}
+        return [((lowp if a.low_precision else c_type).get(a.check)
+                 or c_type[CHECKS[a.check][0]], a)
                 for a in self.args if a.field]
 
 
@@ -192,10 +241,13 @@ RMSPROP = Rule(
     derived=("float one_m_alpha, c, s", "int eps_inside"),
 )
 
+LOW_GRAD = GRAD._replace(formats=("float32", "float16", "bfloat16"))
+LOW_STATE = ("float32", "bfloat16", "uint8")
+
 ADAM = Rule(
     "adam",
-    [PARAM, GRAD, Arg("exp_avg", REQUIRED, "state", "m"),
-     Arg("exp_avg_sq", REQUIRED, "state", "v"),
+    [PARAM, LOW_GRAD, Arg("exp_avg", REQUIRED, "state", "m", formats=LOW_STATE),
+     Arg("exp_avg_sq", REQUIRED, "state", "v", formats=LOW_STATE),
      KEYWORD_ONLY,
      Arg("step", REQUIRED, "step"),
      Arg("lr", "1e-3", "nonneg"),
@@ -206,10 +258,16 @@ ADAM = Rule(
      DECOUPLED,
      Arg("amsgrad", "False", "flag"),
      Arg("max_exp_avg_sq", "None", "state", "vmax", ("h.amsgrad", "amsgrad=True")),
+     Arg("param_copy", "None", "copy", "pcopy", formats=("bfloat16", "float16")),
+     Arg("state_scales", "None", "scales", "scales"),
+     Arg("rounding", '"nearest"', "rounding"),
+     Arg("seed", "0", "seed"),
      MAXIMIZE, *COMMON_TAIL],
     checks="convention step lr beta1 beta2 eps weight_decay decoupled_weight_decay amsgrad "
-           "maximize grad_scale skip_nonfinite",
-    derived=("float one_m_beta1, one_m_beta2, dscale, neg_step",),
+           "rounding seed maximize grad_scale skip_nonfinite",
+    derived=("float one_m_beta1, one_m_beta2, dscale, neg_step",
+             "int gfmt, sfmt, cfmt, stochastic", "unsigned int key", "Py_ssize_t n"),
+    extra_buffers="_adam_formats(&a, &h, n)",
 )
 
 NADAM = Rule(
@@ -376,6 +434,36 @@ Keras rule (``convention='keras'``, ``keras.optimizers.Adam``): eps is
 added before bias correction,
 ``param = param - lr * sqrt(bc2) / bc1 * exp_avg / (sqrt(v) + eps)``;
 use it with Keras' ``eps=1e-7``.
+
+Low precision (fastopt's own; the arithmetic stays float32):
+
+- ``grad`` may be float32, float16 or bfloat16 (``ml_dtypes.bfloat16``);
+  it is widened exactly to float32.
+- ``exp_avg`` and ``exp_avg_sq`` may both be bfloat16 (20 bytes moved
+  per element instead of 28).  Each is read, widened to float32, updated
+  as above in float32, and stored rounded to bfloat16; this step's
+  parameter update uses the float32 values before that rounding.
+  ``rounding='nearest'``: round to nearest even.  ``'stochastic'``:
+  rounded up (in magnitude) with probability equal to the dropped
+  fraction, from 16 bits of a counter-based hash of (element index,
+  ``step``, ``seed``): unbiased, and the same bits for every thread count
+  and SIMD variant.  nan stays nan; a value past bfloat16's range rounds
+  to inf.  ``amsgrad`` needs float32 state.
+- ``exp_avg`` and ``exp_avg_sq`` may both be uint8: 8-bit block-wise
+  state (Dettmers et al. 2022; 16 bytes moved per element).  Each block
+  of 2048 elements of each moment has one float32 scale, its largest
+  absolute value, in ``state_scales`` (float32, ``2 * ceil(n / 2048)``
+  elements: exp_avg's scales, then exp_avg_sq's; finite and >= 0; zeros
+  to start).  A byte holds a small float relative to the scale:
+  ``exp_avg`` sign, 4-bit exponent, 3-bit mantissa (``scale * 2**(e-15)
+  * (1 + f/8)``, 0 below ``2**-14 * scale``); ``exp_avg_sq`` 5-bit
+  exponent, 3-bit mantissa (``scale * 2**(e-31) * (1 + f/8)``, a positive
+  value below the range stored as the smallest code).  Per block, one
+  pass: decode, update as above in float32, take the new scales, encode
+  (mantissa rounded to nearest even).
+- ``param_copy`` (optional, bfloat16 or float16, shaped like param)
+  receives the updated parameter rounded to nearest even, in the same
+  pass (an inference or accelerator copy).
 """
 
 ADAMW_DOC = """\
@@ -511,9 +599,13 @@ def c_type(arg):
     return CHECKS[arg.check][0]
 
 
+_STUB_ARRAYS = {"float32": "_F32", "float16": "_F16", "bfloat16": "_BF16", "uint8": "_U8"}
+
+
 def _stub_type(arg):
     if arg.is_buffer:
-        return "_F32 | None" if arg.default == "None" else "_F32"
+        kind = " | ".join(_STUB_ARRAYS[f] for f in arg.formats)
+        return kind + " | None" if arg.default == "None" else kind
     return CHECKS[arg.check][2]
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from fastopt._kernels import all_finite
 from fastopt._validate import check_int, check_number
+from fastopt.optim._lowp import SCALES, StateFormat, grad_dtype_name
 from fastopt.optim._spans import as_pairs, coalesce, is_group_list
 from fastopt.optim.flat import FlatParameters, aligned_zeros
 
@@ -36,8 +37,13 @@ class Optimizer:
 
     family = "torch"  # which library's rules and names: "torch" or "keras"
     _accumulator = None  # Adagrad's sum: starts at initial_accumulator_value
+    _lowp_states = ()  # the state buffers its kernel takes in bfloat16 / 8 bits
+    _grad_dtypes = ("float32",)  # the gradient dtypes its kernel reads
 
-    def __init__(self, params, defaults):
+    def __init__(self, params, defaults, *, state_dtype="float32", state_rounding="nearest",
+                 seed=0):
+        self.state_format = StateFormat(state_dtype, state_rounding, seed, self._lowp_states,
+                                        type(self).__name__)
         self.defaults = dict(defaults)
         self.param_groups = []
         self._params = []       # every (param, grad) pair, by global index
@@ -60,8 +66,13 @@ class Optimizer:
         """Run the rule's kernel over one span (``step`` 1-based)."""
         raise NotImplementedError
 
+    def _all_state_names(self, group):
+        """The rule's state buffers and those of the state format."""
+        return self._state_names(group) + self.state_format.extra_names()
+
     def _init_state(self, name, group, n):
-        out = aligned_zeros(n)
+        fmt = self.state_format
+        out = aligned_zeros(fmt.length(name, n), fmt.dtype_of(name))
         if name == self._accumulator:
             out.fill(group["initial_accumulator_value"])
         return out
@@ -88,7 +99,7 @@ class Optimizer:
         if self._accumulator is not None:
             check_number(group["initial_accumulator_value"], "initial_accumulator_value",
                          minimum=0)
-        state = {name: _EMPTY for name in self._state_names(group)}
+        state = {name: self._init_state(name, group, 0) for name in self._all_state_names(group)}
         self._update(_EMPTY, _EMPTY, state, group, 1, 1.0)
 
     def add_param_group(self, group):
@@ -103,6 +114,11 @@ class Optimizer:
         pairs = as_pairs(group["params"])
         if not pairs:
             raise ValueError("a parameter group has no parameters")
+        for i, (_, g) in enumerate(pairs):
+            if grad_dtype_name(g.dtype) not in self._grad_dtypes:
+                raise TypeError(f"params[{i}] grad has dtype {g.dtype}; "
+                                f"{type(self).__name__} reads gradients of dtype "
+                                f"{' or '.join(self._grad_dtypes)}")
         seen = {id(p) for p, _ in self._params}
         for p, _ in pairs:
             if id(p) in seen or any(np.shares_memory(p, q) for q, _ in self._params):
@@ -135,7 +151,7 @@ class Optimizer:
 
     # -- stepping ------------------------------------------------------------
     def _ensure_state(self, span, group):
-        for name in self._state_names(group):
+        for name in self._all_state_names(group):
             if name not in span.state:
                 span.state[name] = self._init_state(name, group, span.param.size)
 
@@ -178,11 +194,14 @@ class Optimizer:
             for span in spans:
                 if span.step == 0:
                     continue
-                per_param = {name: span.views(flat) for name, flat in span.state.items()}
+                per_param = {name: span.views(flat) for name, flat in span.state.items()
+                             if name != SCALES}
                 for i in span.indices:
                     entry = {"step": span.step}
                     entry.update({name: views[i].copy() for name, views in per_param.items()})
                     state[i] = entry
+                if SCALES in span.state:  # the span's block scales, with its first parameter
+                    state[span.indices[0]][SCALES] = span.state[SCALES].copy()
         groups = []
         for group, spans in zip(self.param_groups, self._spans):
             g = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
@@ -203,7 +222,8 @@ class Optimizer:
         if kind != self._kind():
             raise ValueError(f"state_dict is from a {kind} optimizer, not {self._kind()}")
         new_groups = self._saved_groups(state_dict["param_groups"])
-        plan = [(span, *_saved_span_state(span, self._state_names(group), state_dict["state"]))
+        plan = [(span, *_saved_span_state(span, self._all_state_names(group),
+                                          state_dict["state"], self.state_format))
                 for group, spans in zip(new_groups, self._spans) for span in spans]
         # Everything checked: apply.
         for group, new in zip(self.param_groups, new_groups):
@@ -247,7 +267,7 @@ class Optimizer:
         return "\n".join(lines)
 
 
-def _saved_span_state(span, names, saved_state):
+def _saved_span_state(span, names, saved_state, fmt):
     """``(step, {name: flat array})`` of one span from a state_dict's
     per-parameter ``saved_state``, checked; ``(0, {})`` if it has none."""
     entries = [saved_state.get(i) for i in span.indices]
@@ -261,23 +281,27 @@ def _saved_span_state(span, names, saved_state):
         raise ValueError(f"parameters {span.indices} have different step "
                          f"counts {sorted(steps)}; they are updated together")
     step = check_int(steps.pop(), "state_dict step", minimum=0)
-    return step, {name: _saved_flat(span, name, entries) for name in names}
+    return step, {name: _saved_flat(span, name, entries, fmt) for name in names}
 
 
-def _saved_flat(span, name, entries):
+def _saved_flat(span, name, entries, fmt):
     """The state buffer ``name`` of ``span``, concatenated from the saved
-    per-parameter arrays (checked for size and a floating dtype)."""
+    per-parameter arrays (checked for size and dtype: see
+    StateFormat.check_saved); the block scales of 8-bit state are saved
+    whole with the span's first parameter."""
     parts = []
-    for i, size, e in zip(span.indices, span.sizes, entries):
+    saved = zip(span.indices[:1], [fmt.length(name, span.param.size)], entries[:1]) \
+        if name == SCALES else zip(span.indices, span.sizes, entries)
+    for i, size, e in saved:
         if name not in e:
             raise ValueError(f"state_dict state of parameter {i} has no {name!r}")
         a = np.asarray(e[name])
-        if a.size != size or not np.issubdtype(a.dtype, np.floating):
+        if a.size != size:
             raise ValueError(f"state_dict {name!r} of parameter {i} has "
-                             f"{a.size} elements of {a.dtype}, expected "
-                             f"{size} floats")
+                             f"{a.size} elements, expected {size}")
+        fmt.check_saved(name, a, f"parameter {i}")
         parts.append(a.reshape(-1))
-    flat = aligned_zeros(span.param.size)
+    flat = aligned_zeros(fmt.length(name, span.param.size), fmt.dtype_of(name))
     if parts:
         np.concatenate(parts, out=flat, casting="same_kind")
     return flat

@@ -35,7 +35,8 @@ class KerasOptimizer(Optimizer):
     def __init__(self, learning_rate, hyper, *, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,
                  ema_overwrite_frequency=None, loss_scale_factor=None,
-                 gradient_accumulation_steps=None, name=None, lr=None, decay=None):
+                 gradient_accumulation_steps=None, name=None, lr=None, decay=None,
+                 **low_precision):
         for arg, value in (("loss_scale_factor", loss_scale_factor),
                            ("gradient_accumulation_steps", gradient_accumulation_steps)):
             if value is not None:  # accepted as None so that Keras' configs load
@@ -62,7 +63,7 @@ class KerasOptimizer(Optimizer):
                              "set (set at most one of clipnorm, clipvalue and global_clipnorm)")
         self.name = name or type(self).__name__.lower()
         super().__init__(DEFERRED, dict(lr=learning_rate, decay=0.0 if decay is None else decay,
-                                        weight_decay=weight_decay, **hyper))
+                                        weight_decay=weight_decay, **hyper), **low_precision)
 
     # -- learning rate -------------------------------------------------------
     @property

@@ -1,12 +1,14 @@
 """Parameters as ``(param, grad)`` pairs, and their coalescing into spans.
 
-A *parameter* is a pair of float32 arrays, its value and its gradient.
+A *parameter* is a pair of arrays, its value (float32) and its gradient
+(float32, or float16 / bfloat16 for the rules that read them).
 Parameters of one group that lie next to each other in memory (both values
 and gradients, as the views of a :class:`~fastopt.optim.flat.FlatParameters` do)
 are coalesced into one *span*, updated by a single kernel call.
 """
 import numpy as np
 
+from fastopt.optim._lowp import grad_dtype_name
 from fastopt.optim.flat import FlatParameters
 
 
@@ -25,8 +27,10 @@ def _check_pair(i, pair):
     for what, a in (("param", p), ("grad", g)):
         if not isinstance(a, np.ndarray):
             raise TypeError(f"params[{i}] {what} must be a numpy.ndarray, got {type(a).__name__}")
-        if a.dtype != np.float32:
-            raise TypeError(f"params[{i}] {what} must have dtype float32, got {a.dtype}")
+        if a.dtype != np.float32 and (what == "param" or grad_dtype_name(a.dtype) is None):
+            raise TypeError(f"params[{i}] {what} must have dtype float32"
+                            f"{'' if what == 'param' else ', float16 or bfloat16'}, "
+                            f"got {a.dtype}")
         if not a.flags.c_contiguous:
             raise ValueError(f"params[{i}] {what} must be C-contiguous")
     if not p.flags.writeable:
@@ -54,17 +58,19 @@ def as_pairs(params):
 def _follows(a, b):
     """True if ``b`` starts where ``a`` ends, inside one contiguous buffer."""
     root = _root(a)
-    return (a.ctypes.data + a.nbytes == b.ctypes.data and _root(b) is root
+    return (a.dtype == b.dtype and a.ctypes.data + a.nbytes == b.ctypes.data
+            and _root(b) is root
             and root.flags.c_contiguous)
 
 
 def _span_view(first, last):
-    """One flat float32 view from the start of ``first`` to the end of
-    ``last``, which lie in order in one contiguous buffer (``_follows``)."""
+    """One flat view (of ``first``'s dtype) from the start of ``first`` to
+    the end of ``last``, which lie in order in one contiguous buffer
+    (``_follows``)."""
     root = _root(first)
     start = first.ctypes.data - root.ctypes.data
-    n = (last.ctypes.data + last.nbytes - first.ctypes.data) // 4
-    return np.ndarray((n,), np.float32, buffer=root, offset=start)
+    n = (last.ctypes.data + last.nbytes - first.ctypes.data) // first.itemsize
+    return np.ndarray((n,), first.dtype, buffer=root, offset=start)
 
 
 class Span:

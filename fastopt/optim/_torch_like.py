@@ -98,13 +98,24 @@ class RMSprop(Optimizer):
 class Adam(Optimizer):
     """``torch.optim.Adam``: L2 weight decay (or decoupled, as AdamW, with
     ``decoupled_weight_decay=True``), AMSGrad over the raw second moment, eps
-    after bias correction.  See :func:`fastopt.adam_`."""
+    after bias correction.  See :func:`fastopt.adam_`.
+
+    fastopt's own options (see :mod:`fastopt.optim._lowp`): gradients may be
+    float16 or bfloat16 arrays; ``state_dtype="bfloat16"`` or ``"int8"``
+    keeps both moments in bfloat16 or in 8-bit blocks (``state_dict`` holds
+    them so, with ``state_scales``); ``state_rounding="stochastic"`` and
+    ``seed`` round bfloat16 state stochastically."""
+
+    _lowp_states = ("exp_avg", "exp_avg_sq")
+    _grad_dtypes = ("float32", "float16", "bfloat16")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
+                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False,
+                 state_dtype="float32", state_rounding="nearest", seed=0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize,
-                                      decoupled_weight_decay=decoupled_weight_decay))
+                                      decoupled_weight_decay=decoupled_weight_decay),
+                         state_dtype=state_dtype, state_rounding=state_rounding, seed=seed)
 
     def _state_names(self, group):
         names = ["exp_avg", "exp_avg_sq"]
@@ -118,17 +129,20 @@ class Adam(Optimizer):
                 beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
                 decoupled_weight_decay=group["decoupled_weight_decay"],
                 amsgrad=group["amsgrad"], max_exp_avg_sq=state.get("max_exp_avg_sq"),
-                maximize=group["maximize"], grad_scale=grad_scale)
+                maximize=group["maximize"], grad_scale=grad_scale,
+                **self.state_format.kernel_args(state))
 
 
 class AdamW(Adam):
     """``torch.optim.AdamW``: Adam with decoupled weight decay
-    ``p *= 1 - lr * weight_decay`` and ``weight_decay=1e-2`` by default."""
+    ``p *= 1 - lr * weight_decay`` and ``weight_decay=1e-2`` by default
+    (and Adam's low-precision options)."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False):
+                 amsgrad=False, *, maximize=False, **low_precision):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True)
+                         amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True,
+                         **low_precision)
 
 
 class NAdam(Optimizer):

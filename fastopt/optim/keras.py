@@ -86,10 +86,14 @@ class SGD(KerasOptimizer):
 class Adam(KerasOptimizer):
     """``keras.optimizers.Adam``: ``alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t)``;
     ``p -= alpha * m / (sqrt(v) + epsilon)`` (epsilon before bias correction);
-    AMSGrad over the raw ``v``."""
+    AMSGrad over the raw ``v``.  fastopt's low-precision options
+    (``state_dtype``, ``state_rounding``, ``seed``; float16 / bfloat16
+    gradients) are those of :class:`fastopt.optim.Adam`."""
 
     _default_learning_rate = 0.001
     _default_weight_decay = None
+    _lowp_states = ("momentum", "velocity")
+    _grad_dtypes = ("float32", "float16", "bfloat16")
 
     def __init__(self, learning_rate=None, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
                  amsgrad=False, weight_decay=None, **options):
@@ -108,7 +112,7 @@ class Adam(KerasOptimizer):
                 beta1=group["beta_1"], beta2=group["beta_2"], eps=group["epsilon"],
                 weight_decay=group["weight_decay"], decoupled_weight_decay=True,
                 amsgrad=group["amsgrad"], max_exp_avg_sq=state.get("velocity_hat"),
-                grad_scale=grad_scale, convention="keras")
+                grad_scale=grad_scale, convention="keras", **self.state_format.kernel_args(state))
 
 
 @_keras_arguments

@@ -1,0 +1,102 @@
+"""Low-precision Adam (issue 21): the float32 step against bfloat16 state,
+8-bit block-wise state, bfloat16 gradients with a bfloat16 parameter copy,
+and torch's fused float32 Adam, paired round by round in one run.
+
+Group ``adam-lowp n={size} {threads}t, paired``: every round runs each
+variant once in a shuffled order; ``extra_info['times']`` holds each one's
+median, minimum, median per-round ratio to fastopt's float32 step
+("ratio" < 1 is faster), the bytes it moves per element and its optimizer
+state in bytes (the moments, and the 8-bit blocks' scales).
+
+Bytes moved per element (writes counted once; a write also costs a read
+for ownership unless the line is already cached): float32 28 (read p, g, m,
+v; write p, m, v); bfloat16 state 20; 8-bit state 16 (+ 8 bytes of scales
+per 2048); bfloat16 gradient + bfloat16 copy 28 (p 8, g 2, m and v 16, copy
+2: the copy costs what the narrower gradient saves); all three 20."""
+import time
+
+import numpy as np
+import pytest
+
+from bench import impls
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+BF16 = np.dtype(ml_dtypes.bfloat16)
+ROUNDS = 15
+LR = 1e-3
+
+
+def _variants(p0, g0):
+    """name -> (step, state bytes, bytes moved per element)."""
+    fastopt = impls.fastopt
+    n = p0.size
+    block = fastopt.build_info()["q8_block_elements"]
+    out = {}
+
+    def adam(state_dtype, grad_dtype, copy):
+        p, g = p0.copy(), g0.astype(grad_dtype)
+        if state_dtype == "int8":
+            m, v = np.zeros(n, np.uint8), np.zeros(n, np.uint8)
+            scales = np.zeros(2 * -(-n // block), np.float32)
+        else:
+            m, v, scales = np.zeros(n, state_dtype), np.zeros(n, state_dtype), None
+        pc = None if copy is None else np.zeros(n, copy)
+        t = iter(range(1, 1 << 30))
+
+        def step():
+            fastopt.adam_(p, g, m, v, step=next(t), lr=LR, state_scales=scales,
+                          param_copy=pc)
+        state = m.nbytes + v.nbytes + (0 if scales is None else scales.nbytes)
+        return step, state
+
+    out["fp32"] = (*adam(np.float32, np.float32, None), 28)
+    out["bf16-state"] = (*adam(BF16, np.float32, None), 20)
+    out["int8-state"] = (*adam("int8", np.float32, None), 16)
+    out["bf16-grad+bf16-copy"] = (*adam(np.float32, BF16, BF16), 28)
+    out["bf16-state+bf16-grad+copy"] = (*adam(BF16, BF16, BF16), 20)
+    torch = _torch()
+    if torch is not None:
+        tp = torch.from_numpy(p0.copy()).requires_grad_()
+        tp.grad = torch.from_numpy(g0.copy())
+        opt = torch.optim.Adam([tp], lr=LR, fused=True)
+        out["torch-fused-fp32"] = (opt.step, 8 * n, 28)
+    return out
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def test_adam_low_precision_paired(benchmark, thread_limit, size, threads):
+    if threads > 1 and size < impls.fastopt.build_info()["parallel_min_elements"]:
+        pytest.skip("below fastopt's threading threshold the kernels run on one thread")
+    p0, g0 = impls.start(size)
+    order = np.random.default_rng(size + threads)
+    with thread_limit(threads):
+        variants = _variants(p0, g0)
+        del p0, g0
+        names = list(variants)
+        times = {name: [] for name in names}
+        for name in names:
+            variants[name][0]()  # warm up (first touch of the pages)
+
+        def one_round():
+            for name in order.permutation(names):
+                start = time.perf_counter()
+                variants[name][0]()
+                times[name].append(time.perf_counter() - start)
+
+        benchmark.group = f"adam-lowp n={size} {threads}t, paired"
+        benchmark.extra_info.update({"rule": "adam-lowp", "impl": "one round", "size": size,
+                                     "threads": threads, "paired": True})
+        benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+    ours = np.array(times["fp32"])
+    benchmark.extra_info["times"] = {
+        name: {"median": float(np.median(t)), "min": float(np.min(t)),
+               "ratio": float(np.median(np.array(t) / ours)),
+               "state_bytes": int(variants[name][1]), "bytes_per_element": variants[name][2]}
+        for name, t in times.items()}
