@@ -259,7 +259,10 @@ def _interrupt_training(tmp_path, *args, ready):
     proc = subprocess.Popen([sys.executable, "-m", "fastopt", "train", "--limit", "1000",
                              "--epochs", "1000", "--hidden", "16", "--quiet", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            # as from a terminal: a runner started in the background
+                            # (`cmd &`) passes Ctrl-C on as ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline().startswith("Training the")
         deadline = time.monotonic() + 300
