@@ -248,9 +248,19 @@ class ProgbarLogger(Callback):
         parts = " - ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}"
                            for k, v in logs.items())
         seconds = self.history.epoch_seconds[-1]
-        per_step = f" - {1000 * seconds / self.done:.0f}ms/step" if self.done else ""
+        per_step = f" - {_per_unit(seconds / self.done)}/step" if self.done else ""
         print(f"Epoch {epoch + 1}/{self.epochs} - {self.done}/{self.steps} - {seconds:.2f}s"
               f"{per_step} - {parts}", flush=True)
+
+
+def _per_unit(seconds):
+    """A time per step as Keras' progress bar writes it: whole seconds,
+    milliseconds or microseconds (``2s``, ``486ms``, ``57us``)."""
+    if seconds >= 1 or seconds == 0:
+        return f"{seconds:.0f}s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.0f}ms"
+    return f"{seconds * 1e6:.0f}us"
 
 
 def _as_list(callbacks):
