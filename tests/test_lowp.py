@@ -52,11 +52,13 @@ def test_adam_matches_the_oracle_bit_for_bit(grad_dtype, state, rounding, copy, 
 
 @pytest.mark.parametrize("dtype", [np.float16, BF16], ids=["f16", "bf16"])
 def test_every_16_bit_gradient_is_widened_exactly(dtype):
-    """beta1 = 0 makes exp_avg the widened gradient: all 65536 patterns."""
+    """beta1 = 0 makes exp_avg the widened gradient: all 65536 patterns.
+    Keras' form, 0 + (g - 0) * 1, carries infinities through; PyTorch's lerp
+    at weight 1, g + 0 * (g - 0), makes them nan, as torch does."""
     g = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(dtype)
     n = g.size
     p, m, v = np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
-    fastopt.adam_(p, g, m, v, step=1, beta1=0.0, lr=0.0)
+    fastopt.adam_(p, g, m, v, step=1, beta1=0.0, lr=0.0, convention="keras")
     want = g.astype(np.float32) + np.float32(0.0)  # the rule's 0 + (g - 0) makes -0 +0
     # bfloat16's subnormals widen to float32 subnormals, which the kernels
     # flush to zero (FTZ/DAZ) in the arithmetic
@@ -77,12 +79,13 @@ def _float32_patterns(rng, n):
 
 
 def test_bfloat16_state_rounds_to_nearest_even_like_ml_dtypes():
-    """beta1 = 0 stores the gradient itself as exp_avg, rounded."""
+    """beta1 = 0 stores the gradient itself as exp_avg, rounded (Keras' form
+    of the moment: see test_every_16_bit_gradient_is_widened_exactly)."""
     g = _float32_patterns(np.random.default_rng(1), 500_000)
     n = g.size
     p = np.zeros(n, np.float32)
     m, v = np.zeros(n, BF16), np.zeros(n, BF16)
-    fastopt.adam_(p, g, m, v, step=1, beta1=0.0, lr=0.0)
+    fastopt.adam_(p, g, m, v, step=1, beta1=0.0, lr=0.0, convention="keras")
     want = (g + np.float32(0.0)).astype(BF16)  # the rule's 0 + (g - 0) makes -0 +0
     nan = np.isnan(g)
     assert np.isnan(m[nan].astype(np.float32)).all()

@@ -162,3 +162,45 @@ def test_defaults_match_torch():
     betas = inspect.signature(torch.optim.Adam).parameters["betas"].default
     sig = inspect.signature(fastopt.adam_).parameters
     assert (sig["beta1"].default, sig["beta2"].default) == betas
+
+
+def _lerp_case(rule):
+    """torch's optimizer, fastopt's kernel and the names of the averaged
+    state, for a rule whose average is torch's lerp_ with weight 1 - beta."""
+    return {
+        "adam": (lambda p: torch.optim.Adam(p, betas=(0.0, 0.99)),
+                 lambda p, g, a, b: fastopt.adam_(p, g, a, b, step=1, beta1=0.0, beta2=0.99),
+                 ("exp_avg", "exp_avg_sq")),
+        "nadam": (lambda p: torch.optim.NAdam(p, betas=(0.0, 0.99)),
+                  lambda p, g, a, b: fastopt.nadam_(p, g, a, b, step=1, beta1=0.0, beta2=0.99),
+                  ("exp_avg", "exp_avg_sq")),
+        "adamax": (lambda p: torch.optim.Adamax(p, betas=(0.0, 0.99)),
+                   lambda p, g, a, b: fastopt.adamax_(p, g, a, b, step=1, beta1=0.0, beta2=0.99),
+                   ("exp_avg", "exp_inf")),
+        "rmsprop-centered": (
+            lambda p: torch.optim.RMSprop(p, alpha=0.0, centered=True),
+            lambda p, g, a, b: fastopt.rmsprop_(p, g, b, alpha=0.0, centered=True, grad_avg=a),
+            ("grad_avg", "square_avg")),
+    }[rule]
+
+
+@pytest.mark.parametrize("rule", ["adam", "nadam", "adamax", "rmsprop-centered"])
+def test_average_with_weight_one_is_the_gradient_exactly(rule):
+    """beta = 0 makes the average the gradient itself.  From a large old
+    average and a small gradient, m + 1 * (g - m) loses g's low bits to
+    cancellation; torch's lerp_ computes g - 0 * (g - m) for weights >= 0.5,
+    and so does fastopt in PyTorch's convention (a case found by Hypothesis)."""
+    make_torch, step, names = _lerp_case(rule)
+    rng = np.random.default_rng(3)
+    g = (rng.standard_normal(N) * 1e-4).astype(np.float32)
+    old = (rng.standard_normal(N) * 10).astype(np.float32)
+    tp = torch.nn.Parameter(torch.zeros(N))
+    opt = make_torch([tp])
+    tp.grad = torch.from_numpy(g.copy())
+    opt.step()  # creates the state; overwrite the average, then step again
+    opt.state[tp][names[0]].copy_(torch.from_numpy(old))
+    opt.step()
+    a, b = old.copy(), opt.state[tp][names[1]].numpy().copy()
+    step(np.zeros(N, np.float32), g, a, b)
+    assert np.array_equal(opt.state[tp][names[0]].numpy(), g)
+    assert np.array_equal(a, g)

@@ -189,6 +189,14 @@ FO_INLINE float fo_self(uint32_t c, float a, float b) {
     return fo_from_bits(fo_selu(c, fo_to_bits(a), fo_to_bits(b)));
 }
 
+/* lerp(a, b, w) = a + w (b - a) as PyTorch's lerp_ computes it: from b,
+ * b + (w - 1)(b - a), when w >= 0.5, so that w = 1 gives b exactly whatever
+ * a is (from a, a large a and a small b cancel).  Keras writes a + (b - a) w
+ * at every w.  c = w or w - 1, and from_b, are set once per call. */
+FO_INLINE float fo_lerp(float a, float b, float c, uint32_t from_b) {
+    return fo_self(from_b, b, a) + c * (b - a);
+}
+
 /* float32 -> bfloat16 bits, adding `r` below the kept bits before the cut */
 FO_INLINE uint16_t fo_bf16_round(float x, uint32_t r) {
     const uint32_t u = fo_to_bits(x);
@@ -372,7 +380,7 @@ FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
  *
  *   p <- p * p_scale;  d = gscale * g [+ wd * p]
  *   v <- alpha * v + (1 - alpha) * d * d
- *   centred: a <- a + (1 - alpha) * (d - a);  w = v - a * a   else w = v
+ *   centred: a <- lerp(a, d, 1 - alpha);  w = v - a * a   else w = v
  *   den = eps_inside ? sqrt(w + eps) : sqrt(w) + eps
  *   momentum: b <- mu * b + c * (d / den);  p <- p + s * b
  *   else:     p <- p + s * (d / den)
@@ -383,7 +391,8 @@ FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 typedef struct {
     float *p; const float *g; float *sq; float *buf; float *gavg;
     float p_scale, gscale, wd, alpha, one_m_alpha, eps, mu, c, s;
-    int has_wd, eps_inside;
+    float a_c;                        /* fo_lerp's c and from_b for the centred average */
+    int has_wd, eps_inside, a_from_d;
 } fo_rmsprop_args;
 
 FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, float *restrict P,
@@ -393,8 +402,8 @@ FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, float *restrict P,
                               const int centered) {
     const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
                 alpha = a->alpha, one_m_alpha = a->one_m_alpha, eps = a->eps,
-                mu = a->mu, c = a->c, s = a->s;
-    const int has_wd = a->has_wd, eps_inside = a->eps_inside;
+                mu = a->mu, c = a->c, s = a->s, a_c = a->a_c;
+    const int has_wd = a->has_wd, eps_inside = a->eps_inside, a_from_d = a->a_from_d;
     for (ptrdiff_t i = lo; i < hi; i++) {
         const float g = G[i];
         const float p = P[i] * p_scale;
@@ -404,7 +413,7 @@ FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, float *restrict P,
         V[i] = v;
         float w = v;
         if (centered) {
-            const float ga = A[i] + one_m_alpha * (d - A[i]);
+            const float ga = fo_lerp(A[i], d, a_c, a_from_d);
             A[i] = ga;
             w = v - ga * ga;
         }
@@ -444,7 +453,7 @@ FO_INLINE int fo_rmsprop_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 /* Adam / AdamW / AMSGrad.
  *
  *   p <- p * p_scale;  d = gscale * g [+ wd * p]
- *   m <- m + (1 - beta1) * (d - m)
+ *   m <- lerp(m, d, 1 - beta1)       (fo_lerp: PyTorch's or Keras' form)
  *   v <- beta2 * v + (1 - beta2) * d * d
  *   amsgrad: vmax <- max(vmax, v) (nan propagates);  w = vmax   else w = v
  *   p <- p + neg_step * (m / (sqrt(w) * dscale + eps))
@@ -463,9 +472,9 @@ FO_INLINE int fo_rmsprop_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 typedef struct {
     float *p; const void *g; void *m; void *v; float *vmax; void *pcopy;
     float *scales; /* 8-bit state: the blocks' scales of m, then of v */
-    float p_scale, gscale, wd, one_m_beta1, beta2, one_m_beta2, dscale, eps,
+    float p_scale, gscale, wd, m_c, beta2, one_m_beta2, dscale, eps,
           neg_step;
-    int has_wd;
+    int has_wd, m_from_d;             /* m_c, m_from_d: fo_lerp's c and from_b */
     int gfmt, sfmt, cfmt, stochastic; /* FO_F32 / FO_F16 / FO_BF16 / FO_Q8; see fo_load */
     uint32_t key;                     /* fo_sr_key(seed, step), stochastic rounding */
     ptrdiff_t n;                      /* the buffers' length (8-bit state's last block) */
@@ -478,7 +487,7 @@ FO_INLINE void fo_adam_moments(const fo_adam_args *k, float p_in, float g, float
     const float d0 = k->gscale * g;
     const float d = fo_self(k->has_wd != 0, d0 + k->wd * pp, d0); /* see fo_selu */
     *p = pp;
-    *m = m0 + k->one_m_beta1 * (d - m0);
+    *m = fo_lerp(m0, d, k->m_c, k->m_from_d);
     *v = k->beta2 * v0 + k->one_m_beta2 * (d * d);
 }
 
@@ -694,7 +703,7 @@ FO_INLINE int fo_adam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 /* NAdam (Nesterov Adam), in PyTorch's or Keras' form (one body).
  *
  *   p <- p * p_scale;  d = gscale * g [+ wd * p]
- *   m <- m + (1 - beta1) * (d - m)
+ *   m <- lerp(m, d, 1 - beta1)       (fo_lerp: PyTorch's or Keras' form)
  *   v <- beta2 * v + (1 - beta2) * d * d
  *   den = sqrt(v / bc2) + eps
  *   p <- (p + cg * (d / den)) + cm * (m / den)
@@ -706,24 +715,24 @@ FO_INLINE int fo_adam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
  */
 typedef struct {
     float *p; const float *g; float *m; float *v;
-    float p_scale, gscale, wd, one_m_beta1, beta2, one_m_beta2, bc2, eps, cg, cm;
-    int has_wd;
+    float p_scale, gscale, wd, m_c, beta2, one_m_beta2, bc2, eps, cg, cm;
+    int has_wd, m_from_d;             /* m_c, m_from_d: fo_lerp's c and from_b */
 } fo_nadam_args;
 
 FO_INLINE int fo_nadam_body(const fo_nadam_args *a, float *restrict P,
                             const float *restrict G, float *restrict M,
                             float *restrict V, ptrdiff_t lo, ptrdiff_t hi) {
     const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
-                one_m_beta1 = a->one_m_beta1, beta2 = a->beta2,
+                m_c = a->m_c, beta2 = a->beta2,
                 one_m_beta2 = a->one_m_beta2, bc2 = a->bc2, eps = a->eps,
                 cg = a->cg, cm = a->cm;
-    const int has_wd = a->has_wd;
+    const int has_wd = a->has_wd, m_from_d = a->m_from_d;
     for (ptrdiff_t i = lo; i < hi; i++) {
         const float g = G[i];
         const float p = P[i] * p_scale;
         float d = gscale * g;
         d = has_wd ? d + wd * p : d;
-        const float m = M[i] + one_m_beta1 * (d - M[i]);
+        const float m = fo_lerp(M[i], d, m_c, m_from_d);
         const float v = beta2 * V[i] + one_m_beta2 * (d * d);
         M[i] = m;
         V[i] = v;
@@ -744,7 +753,7 @@ FO_INLINE int fo_nadam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 /* Adamax (infinity-norm Adam), in PyTorch's or Keras' form.
  *
  *   p <- p * p_scale;  d = gscale * g [+ wd * p]
- *   m <- m + (1 - beta1) * (d - m)
+ *   m <- lerp(m, d, 1 - beta1)       (fo_lerp: PyTorch's or Keras' form)
  *   u <- max(beta2 * u, |d| + eps_in)        (nan propagates)
  *   p <- p + neg_step * (m / (u + eps_out))
  *
@@ -753,23 +762,23 @@ FO_INLINE int fo_nadam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
  */
 typedef struct {
     float *p; const float *g; float *m; float *u;
-    float p_scale, gscale, wd, one_m_beta1, beta2, eps_in, eps_out, neg_step;
-    int has_wd;
+    float p_scale, gscale, wd, m_c, beta2, eps_in, eps_out, neg_step;
+    int has_wd, m_from_d;             /* m_c, m_from_d: fo_lerp's c and from_b */
 } fo_adamax_args;
 
 FO_INLINE int fo_adamax_body(const fo_adamax_args *a, float *restrict P,
                              const float *restrict G, float *restrict M,
                              float *restrict U, ptrdiff_t lo, ptrdiff_t hi) {
     const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
-                one_m_beta1 = a->one_m_beta1, beta2 = a->beta2, eps_in = a->eps_in,
+                m_c = a->m_c, beta2 = a->beta2, eps_in = a->eps_in,
                 eps_out = a->eps_out, neg_step = a->neg_step;
-    const int has_wd = a->has_wd;
+    const int has_wd = a->has_wd, m_from_d = a->m_from_d;
     for (ptrdiff_t i = lo; i < hi; i++) {
         const float g = G[i];
         const float p = P[i] * p_scale;
         float d = gscale * g;
         d = has_wd ? d + wd * p : d;
-        const float m = M[i] + one_m_beta1 * (d - M[i]);
+        const float m = fo_lerp(M[i], d, m_c, m_from_d);
         M[i] = m;
         const float bu = beta2 * U[i];
         const float ad = fabsf(d) + eps_in;

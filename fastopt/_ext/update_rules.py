@@ -238,7 +238,7 @@ RMSPROP = Rule(
      MAXIMIZE, DECOUPLED, *COMMON_TAIL],
     checks="convention lr alpha eps weight_decay momentum centered maximize grad_scale "
            "skip_nonfinite decoupled_weight_decay",
-    derived=("float one_m_alpha, c, s", "int eps_inside"),
+    derived=("float one_m_alpha, c, s, a_c", "int eps_inside, a_from_d"),
 )
 
 LOW_GRAD = GRAD._replace(formats=("float32", "float16", "bfloat16"))
@@ -265,8 +265,8 @@ ADAM = Rule(
      MAXIMIZE, *COMMON_TAIL],
     checks="convention step lr beta1 beta2 eps weight_decay decoupled_weight_decay amsgrad "
            "rounding seed maximize grad_scale skip_nonfinite",
-    derived=("float one_m_beta1, one_m_beta2, dscale, neg_step",
-             "int gfmt, sfmt, cfmt, stochastic", "unsigned int key", "Py_ssize_t n"),
+    derived=("float m_c, one_m_beta2, dscale, neg_step",
+             "int gfmt, sfmt, cfmt, stochastic, m_from_d", "unsigned int key", "Py_ssize_t n"),
     extra_buffers="_adam_formats(&a, &h, n)",
 )
 
@@ -285,7 +285,7 @@ NADAM = Rule(
      DECOUPLED, MAXIMIZE, *COMMON_TAIL],
     checks="convention step lr beta1 beta2 eps weight_decay momentum_decay "
            "decoupled_weight_decay maximize grad_scale skip_nonfinite",
-    derived=("float one_m_beta1, one_m_beta2, bc2, cg, cm",),
+    derived=("float m_c, one_m_beta2, bc2, cg, cm", "int m_from_d"),
 )
 
 ADAMAX = Rule(
@@ -301,7 +301,7 @@ ADAMAX = Rule(
      WEIGHT_DECAY, DECOUPLED, MAXIMIZE, *COMMON_TAIL],
     checks="convention step lr beta1 beta2 eps weight_decay decoupled_weight_decay "
            "maximize grad_scale skip_nonfinite",
-    derived=("float one_m_beta1, eps_in, eps_out, neg_step",),
+    derived=("float m_c, eps_in, eps_out, neg_step", "int m_from_d"),
 )
 
 ADADELTA = Rule(

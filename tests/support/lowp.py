@@ -77,7 +77,10 @@ def adam(p, g, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_
         m0, v0 = q8_decode(m, v, scales, p.size)
     else:
         m0, v0 = m.astype(np.float64), v.astype(np.float64)
-    m1 = _f(m0 + _f(omb1 * _f(d - m0)))
+    if omb1 >= 0.5:   # torch's lerp_ from its end (fo_lerp)
+        m1 = _f(d + _f(_f(omb1 - 1.0) * _f(d - m0)))
+    else:
+        m1 = _f(m0 + _f(omb1 * _f(d - m0)))
     v1 = _f(_f(b2 * v0) + _f(omb2 * _f(d * d)))
     den = _f(_f(_f(np.sqrt(v1)) * dscale) + ep)
     p1 = _f(p + _f(neg_step * _f(m1 / den))).astype(np.float32)
