@@ -226,6 +226,42 @@ def test_amsgrad_and_centered_need_their_buffers():
         fastopt.rmsprop_(p, g, v, centered=True)
 
 
+def test_a_buffer_the_rule_would_not_read_is_rejected_before_any_write():
+    """A buffer passed without the option that reads it (a grad_avg without
+    centered=True) would be silently ignored; it is an error instead."""
+    p, g, m, v, extra = (np.full(N, 0.5, np.float32) for _ in range(5))
+    before = [a.copy() for a in (p, m, v, extra)]
+    calls = [
+        ("momentum_buf is read only when momentum != 0",
+         lambda: fastopt.sgd_(p, g, extra, lr=0.1)),
+        ("momentum_buf is read only when momentum != 0",
+         lambda: fastopt.rmsprop_(p, g, v, momentum_buf=extra)),
+        ("grad_avg is read only when centered=True",
+         lambda: fastopt.rmsprop_(p, g, v, grad_avg=extra)),
+        ("max_exp_avg_sq is read only when amsgrad=True",
+         lambda: fastopt.adam_(p, g, m, v, step=1, max_exp_avg_sq=extra)),
+    ]
+    for message, call in calls:
+        with pytest.raises(ValueError, match=message):
+            call()
+    for a, b in zip((p, m, v, extra), before):
+        assert np.array_equal(a, b)
+
+
+def test_optimizer_keeps_a_buffer_its_rule_no_longer_reads():
+    """Momentum set to 0 mid-run: the buffer stays in the state (as torch
+    keeps it) and the step is plain SGD."""
+    flat = fastopt.FlatParameters([(N,)])
+    opt = fastopt.optim.SGD(flat, lr=0.1, momentum=0.9)
+    flat.grad[:] = 1.0
+    opt.step()
+    opt.param_groups[0]["momentum"] = 0.0
+    before = flat.data.copy()
+    opt.step()
+    np.testing.assert_allclose(flat.data, before - np.float32(0.1))
+    assert "momentum_buffer" in opt.state_dict()["state"][0]
+
+
 def test_unknown_keyword_is_rejected():
     p, g = np.ones(N, np.float32), np.ones(N, np.float32)
     with pytest.raises(TypeError, match="momentun"):

@@ -335,6 +335,13 @@ LION = Rule(
 
 RULES = [SGD, ADAGRAD, RMSPROP, ADAM, NADAM, ADAMAX, ADADELTA, LION]
 
+LERP_NOTE = """
+``lerp(a, b, w)`` is computed as torch's ``lerp_`` computes it: ``a + w *
+(b - a)`` when ``w < 0.5``, else ``b - (1 - w) * (b - a)``, which is exact
+at ``w = 1`` (``beta = 0``); Keras' rule computes ``a + (b - a) * w`` at
+every ``w``, and so does ``convention='keras'``.
+"""
+
 SGD_DOC = """\
 SGD step, in place: ``param`` (and ``momentum_buf``) are updated.
 
@@ -393,7 +400,7 @@ PyTorch rule (``convention='torch'``, ``torch.optim.RMSprop``)::
     g = g + weight_decay * param                        (L2 decay)
     square_avg = alpha * square_avg + (1 - alpha) * g * g
     if centered:
-        grad_avg = grad_avg + (1 - alpha) * (g - grad_avg)
+        grad_avg = lerp(grad_avg, g, 1 - alpha)         (see below)
         d = sqrt(square_avg - grad_avg**2) + eps
     else:
         d = sqrt(square_avg) + eps
@@ -423,7 +430,7 @@ PyTorch rule (``convention='torch'``, ``torch.optim.Adam``)::
     g = -grad if maximize else grad
     if decoupled_weight_decay: param = param * (1 - lr * weight_decay)
     else:                      g = g + weight_decay * param
-    exp_avg    = exp_avg + (1 - beta1) * (g - exp_avg)
+    exp_avg    = lerp(exp_avg, g, 1 - beta1)            (see below)
     exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g * g
     bc1 = 1 - beta1**step;  bc2 = 1 - beta2**step       (in double)
     v = max(max_exp_avg_sq, exp_avg_sq) if amsgrad else exp_avg_sq
@@ -483,7 +490,7 @@ PyTorch rule (``convention='torch'``, ``torch.optim.NAdam``)::
     else:                      g = g + weight_decay * param
     mu(t)   = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay))
     prod(t) = mu(1) * ... * mu(t)                       (in double)
-    exp_avg    = exp_avg + (1 - beta1) * (g - exp_avg)
+    exp_avg    = lerp(exp_avg, g, 1 - beta1)            (see below)
     exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g * g
     denom = sqrt(exp_avg_sq / (1 - beta2**step)) + eps
     param = param - lr * (1 - mu(step)) / (1 - prod(step)) * g / denom
@@ -507,7 +514,7 @@ PyTorch rule (``convention='torch'``, ``torch.optim.Adamax``)::
 
     g = -grad if maximize else grad
     g = g + weight_decay * param                        (L2 decay)
-    exp_avg = exp_avg + (1 - beta1) * (g - exp_avg)
+    exp_avg = lerp(exp_avg, g, 1 - beta1)               (see below)
     exp_inf = max(beta2 * exp_inf, |g| + eps)           (nan propagates)
     param   = param - lr / (1 - beta1**step) * exp_avg / exp_inf
 
@@ -561,12 +568,12 @@ beta_2=0.99``; these kernel defaults (``lr=1e-4``) are lion-pytorch's.
 KERNELS = [
     Kernel("sgd_", SGD, SGD_DOC),
     Kernel("adagrad_", ADAGRAD, ADAGRAD_DOC),
-    Kernel("rmsprop_", RMSPROP, RMSPROP_DOC),
-    Kernel("adam_", ADAM, ADAM_DOC),
+    Kernel("rmsprop_", RMSPROP, RMSPROP_DOC + LERP_NOTE),
+    Kernel("adam_", ADAM, ADAM_DOC + LERP_NOTE),
     Kernel("adamw_", ADAM, ADAMW_DOC, fixed={"decoupled_weight_decay": "True"},
            defaults={"weight_decay": "1e-2"}),
-    Kernel("nadam_", NADAM, NADAM_DOC),
-    Kernel("adamax_", ADAMAX, ADAMAX_DOC),
+    Kernel("nadam_", NADAM, NADAM_DOC + LERP_NOTE),
+    Kernel("adamax_", ADAMAX, ADAMAX_DOC + LERP_NOTE),
     Kernel("adadelta_", ADADELTA, ADADELTA_DOC),
     Kernel("lion_", LION, LION_DOC),
 ]

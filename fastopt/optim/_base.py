@@ -150,10 +150,18 @@ class Optimizer:
         return sum(len(s) for s in self._spans)
 
     # -- stepping ------------------------------------------------------------
-    def _ensure_state(self, span, group):
-        for name in self._all_state_names(group):
+    def _live_state(self, span, group):
+        """The state buffers of ``span`` that the group's rule reads now,
+        created on first use.  A buffer that a changed hyperparameter no
+        longer reads (momentum set to 0) is kept, as torch keeps it, but not
+        passed: the kernels reject a buffer they would not read."""
+        names = self._all_state_names(group)
+        for name in names:
             if name not in span.state:
                 span.state[name] = self._init_state(name, group, span.param.size)
+        if len(span.state) == len(names):
+            return span.state
+        return {name: span.state[name] for name in names}
 
     def _grads_finite(self):
         return all(all_finite(g) for g in self.grad_buffers())
@@ -177,8 +185,8 @@ class Optimizer:
         grad_scale = self._scale(grad_scale)
         for group, spans in zip(groups, self._spans):
             for span in spans:
-                self._ensure_state(span, group)
-                self._update(span.param, span.grad, span.state, group, span.step + 1, grad_scale)
+                state = self._live_state(span, group)
+                self._update(span.param, span.grad, state, group, span.step + 1, grad_scale)
                 span.step += 1
         return False if skip_nonfinite else None
 
