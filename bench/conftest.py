@@ -27,6 +27,12 @@ def pytest_addoption(parser):
                     help="thread counts for the kernels that can run in parallel")
     group.addoption("--train-samples", type=int, default=60000,
                     help="MNIST training samples per epoch in the training benchmarks")
+    group.addoption("--load-rounds", type=int, default=3,
+                    help="rounds per condition of the busy-machine benchmark "
+                         "(bench/test_contention.py)")
+    group.addoption("--mpi-rounds", type=int, default=3,
+                    help="rounds per batch size of the 1-rank against 2-rank benchmark "
+                         "(bench/test_distributed.py)")
     group.addoption("--paired-min-size", type=int, default=1 << 24,
                     help="smallest size also timed with the implementations alternated "
                          "round by round (the 'paired' groups)")

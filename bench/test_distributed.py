@@ -52,7 +52,7 @@ def test_epoch_one_and_two_ranks(benchmark, tmp_path, request, batch):
         for ranks in order:
             runs[ranks].append(_epoch(tmp_path, ranks, batch, samples, seed))
 
-    rounds = int(os.environ.get("FASTOPT_BENCH_MPI_ROUNDS", "3"))
+    rounds = request.config.getoption("--mpi-rounds")
     load_before = os.getloadavg()
     benchmark.pedantic(round_, rounds=rounds, iterations=1)
     seconds = {r: [run["seconds"] for run in runs[r]] for r in runs}
