@@ -7,8 +7,11 @@ following PyTorch's rule by default and Keras' with ``convention='keras'``.
 
 __version__ = "0.1.0"
 
+from fastopt._openmp import passive_while_loading
+
 try:
-    from fastopt import _kernels
+    with passive_while_loading():  # the OpenMP workers sleep when idle: see _openmp
+        from fastopt import _kernels
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
         "fastopt's compiled extension fastopt._kernels could not be imported "

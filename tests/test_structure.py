@@ -16,7 +16,8 @@ _MAX_MODULE_LINES = 400
 # The layers of docs/architecture.md, lowest first; a module belongs to the
 # layer of the longest prefix that names it.
 _LAYERS = (
-    ("fastopt._validate", "fastopt._objectives", "fastopt._io", "fastopt.datasets"),
+    ("fastopt._validate", "fastopt._objectives", "fastopt._io", "fastopt._openmp",
+     "fastopt.datasets"),
     ("fastopt.optim", "fastopt.distributed"),
     ("fastopt.training",),
     ("fastopt", "fastopt.callbacks", "fastopt.checkpoint", "fastopt.layers", "fastopt.losses",
