@@ -105,6 +105,11 @@ class FastoptOptimizer:
             if plan is None or plan.group is not group:
                 plan = plans[i] = Plan(group)
             ready.append((plan, *self._prepare(plan, group, i)))
+        for plan, _, _ in ready:
+            # autograd's check that a saved tensor was not modified in place;
+            # here, while the tensors just checked are still in cache (the
+            # kernels stream the whole model through it)
+            _increment_version(plan.updated)
         calls = 0
         for plan, hp, bound in ready:
             calls += self._run(plan, hp, bound)
@@ -226,8 +231,6 @@ class FastoptOptimizer:
             for run in runs:
                 kernel(**run.arrays, **kwargs, **self._step_arg(run))
                 run.t += 1
-        # autograd's check that a saved tensor was not modified in place
-        _increment_version(plan.updated)
         if self._scalars:
             plan.count_steps()
             if self._advance is not None:
