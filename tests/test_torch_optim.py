@@ -175,6 +175,16 @@ def assert_same_state(ref, ours):
                 torch.testing.assert_close(sb[key], sa[key], rtol=RTOL, atol=ATOL)
 
 
+def assert_same_training(results):
+    """``results`` = [(torch's model, optimizer), (fot's model, optimizer)]:
+    the same parameters and state; returns fot's optimizer."""
+    (ref, ref_opt), (model, opt) = results
+    for p, q in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=RTOL, atol=ATOL)
+    assert_same_state(ref_opt, opt)
+    return opt
+
+
 @pytest.mark.parametrize("flat", [False, True], ids=["separate", "flat"])
 @pytest.mark.parametrize("kind", ["mlp", "convnet"])
 @pytest.mark.parametrize("name,kwargs,own", CASES,
@@ -412,10 +422,7 @@ def test_parameter_without_grad_is_skipped(flat):
             opt.step()
             opt.zero_grad()
         results.append((model, opt))
-    (ref, ref_opt), (model, opt) = results
-    for p, q in zip(model.parameters(), ref.parameters()):
-        torch.testing.assert_close(p, q, rtol=RTOL, atol=ATOL)
-    assert_same_state(ref_opt, opt)
+    assert_same_training(results)
 
 
 def test_closure_runs_with_grad_enabled_and_its_loss_is_returned():
@@ -644,3 +651,162 @@ def test_parity_with_deepspeed_cpu_adam(monkeypatch, adamw_mode):
             for key in ("exp_avg", "exp_avg_sq"):
                 torch.testing.assert_close(opt.state[p][key], ref_opt.state[q][key],
                                            rtol=RTOL, atol=ATOL)
+
+
+# -- the cached step plan: every way it can go stale ---------------------------------
+# step() binds the kernels after two steps with the same parameters, gradients and
+# hyperparameters, and then only compares those; each change below must be seen.
+
+def lockstep(event, steps=12, flat=True, params=nn.Module.parameters, **kwargs):
+    """Train torch's and fot's optimizer side by side on the same data,
+    calling ``event(i, model, opt)`` on both before step ``i``'s backward
+    (``model.zero_grad()`` then backward then ``opt.step()``, so a flatten_ed
+    model gets foreign gradients only where ``event`` makes them); then
+    compare parameters and state (Adam over ``params(model)``)."""
+    out = []
+    for mod in (torch.optim, fot):
+        model = make_model("mlp")
+        if flat and mod is fot:
+            fot.flatten_(model)
+        opt = mod.Adam(list(params(model)), **kwargs)
+        for i, (x, y) in enumerate(batches("mlp", steps)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            event(i, model, opt)
+            opt.step()
+        out.append((model, opt))
+    return assert_same_training(out)
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["separate", "flat"])
+def test_gradient_replaced_after_the_kernels_are_bound(flat):
+    """A .grad swapped for a new tensor (same values, or scaled) after the
+    plan was bound, on some steps only."""
+    def event(i, model, opt):
+        if i in (4, 5, 9):
+            w = model[2].weight
+            w.grad = w.grad.clone() * (2.0 if i == 9 else 1.0)
+    opt = lockstep(event, flat=flat)
+    if flat:
+        assert opt.last_step_calls == 1
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["separate", "flat"])
+def test_noncontiguous_gradient_after_binding_is_rejected(flat):
+    model = make_model("mlp")
+    if flat:
+        fot.flatten_(model)
+    opt = fot.Adam(model.parameters(), lr=1e-2)
+    for x, y in batches("mlp", 3):
+        train_step(model, opt, x, y)
+    w = model[2].weight
+    w.grad = torch.zeros(w.shape[1], w.shape[0]).t()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"gradient of parameter 2 of param group 0 is not "
+                                         "contiguous"):
+        opt.step()
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p, b)
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["separate", "flat"])
+def test_hand_changed_hyperparameters_after_binding(flat):
+    """lr and betas edited by hand, and back to values bound before."""
+    lrs = [1e-3, 1e-3, 1e-3, 1e-3, 3e-3, 1e-3, 1e-3, 3e-3, 3e-3, 3e-3, 1e-3, 1e-3]
+
+    def event(i, model, opt):
+        opt.param_groups[0]["lr"] = lrs[i]
+        opt.param_groups[0]["betas"] = (0.8, 0.99) if i in (6, 7) else (0.9, 0.999)
+    lockstep(event, flat=flat)
+
+
+def test_hooks_registered_after_binding_run_and_see_the_step():
+    """Hooks registered after the kernels are bound run, a pre-hook may
+    replace the closure (as torch's wrapper lets it), and once removed the
+    step is the plain one again."""
+    calls, handles = [], []
+
+    def event(i, model, opt):
+        if i == 4:
+            handles.append(opt.register_step_pre_hook(
+                lambda o, args, kwargs: calls.append(("pre", type(o).__module__))))
+            handles.append(opt.register_step_post_hook(
+                lambda o, args, kwargs: calls.append(("post", type(o).__module__))))
+        if i == 8:
+            for h in handles:
+                h.remove()
+    lockstep(event)
+    assert calls == [("pre", "torch.optim.adam"), ("post", "torch.optim.adam")] * 4 + \
+        [("pre", "fastopt.torch._optimizers"), ("post", "fastopt.torch._optimizers")] * 4
+
+
+def test_pre_hook_may_replace_the_closure_and_global_hooks_run():
+    from torch.optim.optimizer import (register_optimizer_step_post_hook,
+                                       register_optimizer_step_pre_hook)
+    model = make_model("mlp")
+    opt = fot.SGD(model.parameters(), lr=0.1)
+    x, y = batches("mlp", 1)[0]
+    for _ in range(3):
+        train_step(model, opt, x, y)
+    seen = []
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    own = opt.register_step_pre_hook(lambda o, args, kwargs: ((o,), {"closure": closure}))
+    pre = register_optimizer_step_pre_hook(lambda o, args, kwargs: seen.append("global pre"))
+    post = register_optimizer_step_post_hook(
+        lambda o, args, kwargs: seen.append(("global post", kwargs["closure"] is closure)))
+    try:
+        loss = opt.step()
+    finally:
+        for h in (own, pre, post):
+            h.remove()
+    assert seen == ["global pre", ("global post", True)]
+    assert loss is not None and loss.requires_grad
+
+
+def test_add_param_group_after_binding():
+    """A group added after the first group's kernels are bound is updated
+    from its first step, the first group as before."""
+    def event(i, model, opt):
+        if i == 3:
+            opt.add_param_group({"params": list(model[4:].parameters()), "lr": 3e-3})
+    opt = lockstep(event, params=lambda model: model[:4].parameters(), lr=1e-3)
+    assert opt.last_step_calls == 2
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["separate", "flat"])
+def test_step_count_is_current_in_a_held_state_tensor(flat):
+    """state[p]["step"] is the tensor torch would have, updated in place
+    each step (a reference taken earlier sees the count)."""
+    model = make_model("mlp")
+    if flat:
+        fot.flatten_(model)
+    opt = fot.Adam(model.parameters(), lr=1e-3)
+    data = batches("mlp", 6)
+    train_step(model, opt, *data[0])
+    held = [opt.state[p]["step"] for p in model.parameters()]
+    for x, y in data[1:]:
+        train_step(model, opt, x, y)
+    assert [float(s) for s in held] == [6.0] * len(held)
+    assert all(opt.state[p]["step"] is s for p, s in zip(model.parameters(), held))
+
+
+def test_profiler_sees_the_step_range():
+    """With a profiler on, step() runs in torch's "Optimizer.step#<Class>.step"
+    range, as torch.optim's wrapper does."""
+    from torch.profiler import ProfilerActivity, profile
+    model = make_model("mlp")
+    opt = fot.Adam(model.parameters(), lr=1e-3)
+    data = batches("mlp", 4)
+    for x, y in data[:3]:
+        train_step(model, opt, x, y)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_step(model, opt, *data[3])
+    names = [e.name for e in prof.events()]
+    assert "Optimizer.step#Adam.step" in names
+    assert opt.state[next(model.parameters())]["step"] == 4

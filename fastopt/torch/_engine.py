@@ -12,16 +12,19 @@ unchanged plan checks one data pointer and one gradient identity per
 parameter and calls the bound kernels.
 """
 
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
 import numpy as np
 import torch
-from torch.autograd.graph import increment_version
-from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+from torch._C import _increment_version
 
 import fastopt
 from fastopt.torch._flatten import aligned_zeros, check_tensor, grad_view
+from fastopt.torch._hooks import hooked_step, wrapped
 from fastopt.torch._plan import Plan, Run, adjacent, follows, span
+
+_grad = attrgetter("grad")
+_data_ptr = torch.Tensor.data_ptr
 
 
 class FastoptOptimizer:
@@ -65,7 +68,8 @@ class FastoptOptimizer:
 
     def _patch_step_function(self):
         # torch wraps step() in a profiler range that costs far more than the
-        # update of a small model; step() calls the step hooks itself.
+        # update of a small model; step() does what the wrapper does itself,
+        # when a hook or a profiler is there to see it (_hooks).
         self._zero_grad_profile_name = f"Optimizer.zero_grad#{type(self).__name__}.zero_grad"
 
     def add_param_group(self, param_group):
@@ -83,9 +87,13 @@ class FastoptOptimizer:
         """One update of every parameter that has a gradient.
 
         ``closure`` (optional) re-evaluates the model and returns the loss;
-        it runs under ``torch.enable_grad()`` and its result is returned."""
-        if _global_optimizer_pre_hooks or self._optimizer_step_pre_hooks:
-            closure = self._pre_hooks(closure)
+        it runs under ``torch.enable_grad()`` and its result is returned.
+        Step hooks and the profiler range are torch's (see _hooks)."""
+        if wrapped(self):
+            return hooked_step(self, self._step, closure)
+        return self._step(closure)
+
+    def _step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -97,27 +105,16 @@ class FastoptOptimizer:
             if plan is None or plan.group is not group:
                 plan = plans[i] = Plan(group)
             ready.append((plan, *self._prepare(plan, group, i)))
+        for plan, _, _ in ready:
+            # autograd's check that a saved tensor was not modified in place;
+            # here, while the tensors just checked are still in cache (the
+            # kernels stream the whole model through it)
+            _increment_version(plan.updated)
         calls = 0
         for plan, hp, bound in ready:
             calls += self._run(plan, hp, bound)
         self.last_step_calls = calls
-        if _global_optimizer_post_hooks or self._optimizer_step_post_hooks:
-            for hook in (*self._optimizer_step_post_hooks.values(),
-                         *_global_optimizer_post_hooks.values()):
-                hook(self, (self, closure), {})
         return loss
-
-    def _pre_hooks(self, closure):
-        args, kwargs = (self, closure), {}
-        for hook in (*_global_optimizer_pre_hooks.values(),
-                     *self._optimizer_step_pre_hooks.values()):
-            result = hook(self, args, kwargs)
-            if result is not None:
-                if not (isinstance(result, tuple) and len(result) == 2):
-                    raise RuntimeError("a step pre-hook must return None or a tuple of "
-                                       f"(new_args, new_kwargs), but got {result!r}")
-                args, kwargs = result
-        return kwargs.get("closure", args[1] if len(args) > 1 else None)
 
     def zero_grad(self, set_to_none=True):
         """Reset the gradients.  A parameter flattened by
@@ -187,11 +184,18 @@ class FastoptOptimizer:
 
     def _prepare(self, plan, group, gi):
         """Check the group and rebuild or refresh its plan; returns the
-        group's hyperparameters and whether the bound kernels apply."""
+        group's hyperparameters and whether the bound kernels apply.  The
+        common case -- the same parameter memory, gradient objects,
+        hyperparameters and ``state`` as when the kernels were bound -- is
+        one look at each parameter and a few comparisons."""
         params = group["params"]
-        ptrs = [p.data_ptr() for p in params]
-        gids = [id(p.grad) for p in params]
+        gids = list(map(id, map(_grad, params)))
+        ptrs = list(map(_data_ptr, params))
         hp = self._hp_of(group)
+        if (gids == plan.bound_gids and hp == plan.bound_hp and ptrs == plan.ptrs
+                and self.state is plan.state):
+            plan.last_gids, plan.last_hp = gids, hp
+            return hp, True
         if hp != plan.hp:
             self._check_group(group, gi)
             if self._state_specs(group) != plan.specs:
@@ -199,14 +203,14 @@ class FastoptOptimizer:
             plan.hp = hp
         if ptrs != plan.ptrs or self.state is not plan.state:
             self._rebuild(plan, group, gi)
-            gids = [id(p.grad) for p in params]
+            gids = list(map(id, map(_grad, params)))
         elif gids != plan.gids:
             none = id(None)
             if [g == none for g in gids] != [g == none for g in plan.gids]:
                 self._rebuild(plan, group, gi)
             else:
                 self._adopt_grads(plan, group, gi)
-            gids = [id(p.grad) for p in params]
+            gids = list(map(id, map(_grad, params)))
         bound = gids == plan.bound_gids and hp == plan.bound_hp
         if not bound and gids == plan.last_gids and hp == plan.last_hp:
             self._bind(plan, hp, gids)
@@ -215,26 +219,23 @@ class FastoptOptimizer:
         return hp, bound
 
     def _run(self, plan, hp, bound):
-        kernel = self._kernel
-        kwargs = None if bound else self._kwargs(hp)
-        for run in plan.runs:
-            if bound:
+        runs = plan.runs
+        if not runs:
+            return 0
+        if bound:
+            for run in runs:
                 run.bound(run.t)
-            else:
+                run.t += 1
+        else:
+            kernel, kwargs = self._kernel, self._kwargs(hp)
+            for run in runs:
                 kernel(**run.arrays, **kwargs, **self._step_arg(run))
-            run.t += 1
-        if plan.runs:
-            # autograd's check that a saved tensor was not modified in place
-            increment_version(plan.updated)
-        if self._scalars and plan.runs:
-            steps = plan.steps_np
-            if plan.all_active:
-                steps += 1
-            else:
-                steps[plan.active] += 1
+                run.t += 1
+        if self._scalars:
+            plan.count_steps()
             if self._advance is not None:
                 self._advance(plan, hp)
-        return len(plan.runs)
+        return len(runs)
 
     def _step_arg(self, run):
         return {"step": run.t} if self._step_kw else {}
@@ -298,6 +299,7 @@ class FastoptOptimizer:
         active = [j for j, p in enumerate(params) if p.grad is not None]
         plan.active = np.array(active, dtype=np.intp)
         plan.all_active = len(active) == len(params)
+        plan.uniform = plan.all_active and len({run.t for run in plan.runs}) == 1
         plan.updated = [params[j] for j in active]
         plan.ptrs = [p.data_ptr() for p in params]
         plan.grads = [p.grad for p in params]   # held: their ids stay unique
