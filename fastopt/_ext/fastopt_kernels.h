@@ -197,11 +197,14 @@ FO_INLINE float fo_lerp(float a, float b, float c, uint32_t from_b) {
     return fo_self(from_b, b, a) + c * (b - a);
 }
 
-/* float32 -> bfloat16 bits, adding `r` below the kept bits before the cut */
+/* float32 -> bfloat16 bits, adding `r` below the kept bits before the cut;
+ * a nan is cut without adding, made quiet (u | 0x400000).  The select is on
+ * the 32-bit words and the shift comes last, so that the vectoriser narrows
+ * only the result (one pack per 16 elements; a select between two 16-bit
+ * values made GCC pack both and the mask).  `x != x` is one compare. */
 FO_INLINE uint16_t fo_bf16_round(float x, uint32_t r) {
     const uint32_t u = fo_to_bits(x);
-    const uint32_t nan = (u & 0x7fffffffu) > 0x7f800000u;
-    return (uint16_t)fo_selu(nan, (u >> 16) | 0x40u, (u + r) >> 16);
+    return (uint16_t)(fo_selu(x != x, u | 0x400000u, u + r) >> 16);
 }
 
 FO_INLINE uint16_t fo_bf16_rne(float x) {
