@@ -211,27 +211,35 @@ FO_INLINE uint16_t fo_bf16_rne(float x) {
     return fo_bf16_round(x, 0x7fffu + ((fo_to_bits(x) >> 16) & 1u));
 }
 
+/* float16 bits -> float32.  Worked on x = h << 16 (the half in the top 16
+ * bits of a 32-bit word), so that no step fits in 16 bits: GCC then keeps
+ * the whole conversion in 32-bit lanes instead of doing parts in 16-bit
+ * lanes and widening each of them. */
 FO_INLINE float fo_f16_to_f32(uint16_t h) {
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    const uint32_t em = h & 0x7fffu, e = em & 0x7c00u;
-    uint32_t o = (em << 13) + (112u << 23);          /* rebias the exponent */
-    o = fo_selu(e == 0x7c00u, o + (112u << 23), o);  /* inf / nan: exponent 255 */
+    const uint32_t x = (uint32_t)h << 16;
+    const uint32_t sign = x & 0x80000000u;
+    const uint32_t e = x & 0x7c000000u;
+    uint32_t o = ((x & 0x7fff0000u) >> 3) + (112u << 23); /* rebias the exponent */
+    o = fo_selu(e == 0x7c000000u, o + (112u << 23), o);   /* inf / nan: exponent 255 */
     /* subnormal or zero: em * 2^-24 = (2^-14 (1 + em/1024)) - 2^-14, exact */
     const float sub = fo_from_bits(o + (1u << 23)) - fo_from_bits(113u << 23);
     o = fo_selu(e == 0, fo_to_bits(sub), o);
     return fo_from_bits(o | sign);
 }
 
+/* float32 -> float16 bits, round to nearest even.  Each case is built in the
+ * top 16 bits of a 32-bit word (what lies below them is dropped by the last
+ * shift), so that only the result is narrowed (see fo_bf16_round). */
 FO_INLINE uint16_t fo_f32_to_f16(float x) {
     const uint32_t ux = fo_to_bits(x);
-    const uint32_t sign = (ux >> 16) & 0x8000u, u = ux & 0x7fffffffu;
-    const uint32_t special = fo_selu(u > 0x7f800000u, 0x7e00u, 0x7c00u); /* nan / inf */
+    const uint32_t sign = ux & 0x80000000u, u = ux & 0x7fffffffu;
+    const uint32_t special = fo_selu(u > 0x7f800000u, 0x7e000000u, 0x7c000000u); /* nan / inf */
     /* below 2^-14 (subnormal result): 0.5 + |x| rounds at 2^-24, RNE */
-    const uint32_t sub = fo_to_bits(fo_from_bits(u) + 0.5f) - (126u << 23);
-    const uint32_t norm = (u - (112u << 23) + 0xfffu + ((u >> 13) & 1u)) >> 13;
+    const uint32_t sub = (fo_to_bits(fo_from_bits(u) + 0.5f) - (126u << 23)) << 16;
+    const uint32_t norm = (u - (112u << 23) + 0xfffu + ((u >> 13) & 1u)) << 3;
     const uint32_t o = fo_selu(u >= (143u << 23), special,
                                fo_selu(u < (113u << 23), sub, norm));
-    return (uint16_t)(o | sign);
+    return (uint16_t)((o | sign) >> 16);
 }
 
 /* A 32-bit mix with full avalanche (Wellons' lowbias32). */
