@@ -570,20 +570,34 @@ FO_INLINE int fo_adam_body(const fo_adam_args *a, float *restrict P,
 #endif
 
 /* The code of |x| / scale (y in [0, 1], or nan), with `bias` (15 or 31) and
- * `under`: the code of a positive value below the smallest (0 or 8). */
-FO_INLINE uint32_t fo_q8_mag(float y, const uint32_t bias, const uint32_t under) {
+ * `under`: the code of a positive value below the smallest (0 or 8); in the
+ * top byte (code << 24), see below.
+ * After the rounding, ur >> 20 is the float's exponent and 3 mantissa bits,
+ * E * 8 + f, so the code (E - 127 + bias) * 8 + f is (ur - (127 - bias) *
+ * 2^23) >> 20 (an arithmetic shift: below the range it is negative), and
+ * "exponent below the range" is "code < 8"; y <= 1 keeps the code at most
+ * bias * 8.  Each step is one vector instruction.  The code is returned in
+ * the top byte so that the caller's last operation is a right shift by 24:
+ * GCC then narrows only that result to bytes (one pack chain per 32
+ * elements); a mask or sign applied to the 8-bit value made it narrow and
+ * pack each operand separately. */
+FO_INLINE uint32_t fo_q8_mag_hi(float y, const uint32_t bias, const uint32_t under) {
     uint32_t u = fo_to_bits(y); /* y >= 0: its bits order as its values */
     u = u < 0x3f800000u ? u : 0x3f800000u; /* at most 1 (nan too: its scale is nan) */
-    const uint32_t ur = u + 0x7ffffu + ((u >> 20) & 1u);
-    const int32_t e = (int32_t)(ur >> 23) - 127 + (int32_t)bias;
-    const uint32_t mag = fo_selu(e <= 0, under, ((uint32_t)e << 3) | ((ur >> 20) & 7u));
-    return fo_selu(u == 0, 0u, mag < (bias << 3) ? mag : (bias << 3));
+    const int32_t t = (int32_t)(u + (0x7ffffu - ((127u - bias) << 23)) + ((u >> 20) & 1u)) >> 20;
+    if (under == 0) /* (a constant) 0 below the range, and for 0 */
+        return ((uint32_t)t << 24) & (0u - (uint32_t)(t >= 8));
+    /* the smallest code below the range; 0 stays 0 */
+    return ((uint32_t)(t > (int32_t)under ? t : (int32_t)under) << 24) &
+           (0u - (uint32_t)(u != 0));
 }
 
-/* The value of magnitude code `mag` (times the scale, by the caller). */
+/* The value of magnitude code `mag` (times the scale, by the caller):
+ * ((mag >> 3) + 127 - bias) << 23 | (mag & 7) << 20 is (mag << 20) plus a
+ * constant. */
 FO_INLINE float fo_q8_value(uint32_t mag, const uint32_t bias) {
-    const uint32_t bits = ((((mag >> 3) + 127u - bias) << 23) | ((mag & 7u) << 20));
-    return fo_from_bits(fo_selu(mag == 0, 0u, bits));
+    const uint32_t bits = (mag << 20) + ((127u - bias) << 23);
+    return fo_from_bits(bits & (0u - (uint32_t)(mag != 0)));
 }
 
 FO_INLINE float fo_q8_load_m(const uint8_t *M, ptrdiff_t i, float scale) {
@@ -628,9 +642,9 @@ FO_INLINE int fo_adam8_body(const fo_adam_args *a, float *restrict P,
         const float sm = fo_from_bits(am), sv = fo_from_bits(av);
         const float im = sm > 0.0f ? 1.0f / sm : 0.0f, iv = sv > 0.0f ? 1.0f / sv : 0.0f;
         for (ptrdiff_t j = 0; j < len; j++) {
-            const uint32_t sign = (fo_to_bits(tm[j]) >> 24) & 0x80u;
-            M[b0 + j] = (uint8_t)(fo_q8_mag(fabsf(tm[j]) * im, 15u, 0u) | sign);
-            V[b0 + j] = (uint8_t)fo_q8_mag(tv[j] * iv, 31u, 8u);
+            const uint32_t sign = fo_to_bits(tm[j]) & 0x80000000u;
+            M[b0 + j] = (uint8_t)((fo_q8_mag_hi(fabsf(tm[j]) * im, 15u, 0u) | sign) >> 24);
+            V[b0 + j] = (uint8_t)(fo_q8_mag_hi(tv[j] * iv, 31u, 8u) >> 24);
         }
         S[b] = sm;
         S[nb + b] = sv;
