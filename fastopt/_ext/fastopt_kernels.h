@@ -592,22 +592,25 @@ FO_INLINE uint32_t fo_q8_mag_hi(float y, const uint32_t bias, const uint32_t und
            (0u - (uint32_t)(u != 0));
 }
 
-/* The value of magnitude code `mag` (times the scale, by the caller):
- * ((mag >> 3) + 127 - bias) << 23 | (mag & 7) << 20 is (mag << 20) plus a
- * constant. */
-FO_INLINE float fo_q8_value(uint32_t mag, const uint32_t bias) {
-    const uint32_t bits = (mag << 20) + ((127u - bias) << 23);
-    return fo_from_bits(bits & (0u - (uint32_t)(mag != 0)));
+/* The value of magnitude code mag (times the scale, by the caller), given
+ * as mag20 = mag << 20: ((mag >> 3) + 127 - bias) << 23 | (mag & 7) << 20 is
+ * mag20 plus a constant. */
+FO_INLINE float fo_q8_value(uint32_t mag20, const uint32_t bias) {
+    const uint32_t bits = mag20 + ((127u - bias) << 23);
+    return fo_from_bits(bits & (0u - (uint32_t)(mag20 != 0)));
 }
 
+/* exp_avg's code is used as c << 24 only (sign on top, magnitude below it),
+ * so that GCC widens the bytes once; from c & 0x7f and c & 0x80 it widened
+ * each separately. */
 FO_INLINE float fo_q8_load_m(const uint8_t *M, ptrdiff_t i, float scale) {
-    const uint32_t c = M[i];
-    const float x = fo_q8_value(c & 0x7fu, 15u) * scale;
-    return fo_from_bits(fo_to_bits(x) | ((c & 0x80u) << 24));
+    const uint32_t c = (uint32_t)M[i] << 24;
+    const float x = fo_q8_value((c << 1) >> 5, 15u) * scale;
+    return fo_from_bits(fo_to_bits(x) | (c & 0x80000000u));
 }
 
 FO_INLINE float fo_q8_load_v(const uint8_t *V, ptrdiff_t i, float scale) {
-    return fo_q8_value(V[i], 31u) * scale;
+    return fo_q8_value((uint32_t)V[i] << 20, 31u) * scale;
 }
 
 /* Adam over the blocks of 8-bit state whose first element is in [lo, hi)
