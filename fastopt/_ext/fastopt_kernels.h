@@ -197,38 +197,49 @@ FO_INLINE float fo_lerp(float a, float b, float c, uint32_t from_b) {
     return fo_self(from_b, b, a) + c * (b - a);
 }
 
-/* float32 -> bfloat16 bits, adding `r` below the kept bits before the cut */
+/* float32 -> bfloat16 bits, adding `r` below the kept bits before the cut;
+ * a nan is cut without adding, made quiet (u | 0x400000).  The select is on
+ * the 32-bit words and the shift comes last, so that the vectoriser narrows
+ * only the result (one pack per 16 elements; a select between two 16-bit
+ * values made GCC pack both and the mask).  `x != x` is one compare. */
 FO_INLINE uint16_t fo_bf16_round(float x, uint32_t r) {
     const uint32_t u = fo_to_bits(x);
-    const uint32_t nan = (u & 0x7fffffffu) > 0x7f800000u;
-    return (uint16_t)fo_selu(nan, (u >> 16) | 0x40u, (u + r) >> 16);
+    return (uint16_t)(fo_selu(x != x, u | 0x400000u, u + r) >> 16);
 }
 
 FO_INLINE uint16_t fo_bf16_rne(float x) {
     return fo_bf16_round(x, 0x7fffu + ((fo_to_bits(x) >> 16) & 1u));
 }
 
+/* float16 bits -> float32.  Worked on x = h << 16 (the half in the top 16
+ * bits of a 32-bit word), so that no step fits in 16 bits: GCC then keeps
+ * the whole conversion in 32-bit lanes instead of doing parts in 16-bit
+ * lanes and widening each of them. */
 FO_INLINE float fo_f16_to_f32(uint16_t h) {
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    const uint32_t em = h & 0x7fffu, e = em & 0x7c00u;
-    uint32_t o = (em << 13) + (112u << 23);          /* rebias the exponent */
-    o = fo_selu(e == 0x7c00u, o + (112u << 23), o);  /* inf / nan: exponent 255 */
+    const uint32_t x = (uint32_t)h << 16;
+    const uint32_t sign = x & 0x80000000u;
+    const uint32_t e = x & 0x7c000000u;
+    uint32_t o = ((x & 0x7fff0000u) >> 3) + (112u << 23); /* rebias the exponent */
+    o = fo_selu(e == 0x7c000000u, o + (112u << 23), o);   /* inf / nan: exponent 255 */
     /* subnormal or zero: em * 2^-24 = (2^-14 (1 + em/1024)) - 2^-14, exact */
     const float sub = fo_from_bits(o + (1u << 23)) - fo_from_bits(113u << 23);
     o = fo_selu(e == 0, fo_to_bits(sub), o);
     return fo_from_bits(o | sign);
 }
 
+/* float32 -> float16 bits, round to nearest even.  Each case is built in the
+ * top 16 bits of a 32-bit word (what lies below them is dropped by the last
+ * shift), so that only the result is narrowed (see fo_bf16_round). */
 FO_INLINE uint16_t fo_f32_to_f16(float x) {
     const uint32_t ux = fo_to_bits(x);
-    const uint32_t sign = (ux >> 16) & 0x8000u, u = ux & 0x7fffffffu;
-    const uint32_t special = fo_selu(u > 0x7f800000u, 0x7e00u, 0x7c00u); /* nan / inf */
+    const uint32_t sign = ux & 0x80000000u, u = ux & 0x7fffffffu;
+    const uint32_t special = fo_selu(u > 0x7f800000u, 0x7e000000u, 0x7c000000u); /* nan / inf */
     /* below 2^-14 (subnormal result): 0.5 + |x| rounds at 2^-24, RNE */
-    const uint32_t sub = fo_to_bits(fo_from_bits(u) + 0.5f) - (126u << 23);
-    const uint32_t norm = (u - (112u << 23) + 0xfffu + ((u >> 13) & 1u)) >> 13;
+    const uint32_t sub = (fo_to_bits(fo_from_bits(u) + 0.5f) - (126u << 23)) << 16;
+    const uint32_t norm = (u - (112u << 23) + 0xfffu + ((u >> 13) & 1u)) << 3;
     const uint32_t o = fo_selu(u >= (143u << 23), special,
                                fo_selu(u < (113u << 23), sub, norm));
-    return (uint16_t)(o | sign);
+    return (uint16_t)((o | sign) >> 16);
 }
 
 /* A 32-bit mix with full avalanche (Wellons' lowbias32). */
@@ -559,30 +570,47 @@ FO_INLINE int fo_adam_body(const fo_adam_args *a, float *restrict P,
 #endif
 
 /* The code of |x| / scale (y in [0, 1], or nan), with `bias` (15 or 31) and
- * `under`: the code of a positive value below the smallest (0 or 8). */
-FO_INLINE uint32_t fo_q8_mag(float y, const uint32_t bias, const uint32_t under) {
+ * `under`: the code of a positive value below the smallest (0 or 8); in the
+ * top byte (code << 24), see below.
+ * After the rounding, ur >> 20 is the float's exponent and 3 mantissa bits,
+ * E * 8 + f, so the code (E - 127 + bias) * 8 + f is (ur - (127 - bias) *
+ * 2^23) >> 20 (an arithmetic shift: below the range it is negative), and
+ * "exponent below the range" is "code < 8"; y <= 1 keeps the code at most
+ * bias * 8.  Each step is one vector instruction.  The code is returned in
+ * the top byte so that the caller's last operation is a right shift by 24:
+ * GCC then narrows only that result to bytes (one pack chain per 32
+ * elements); a mask or sign applied to the 8-bit value made it narrow and
+ * pack each operand separately. */
+FO_INLINE uint32_t fo_q8_mag_hi(float y, const uint32_t bias, const uint32_t under) {
     uint32_t u = fo_to_bits(y); /* y >= 0: its bits order as its values */
     u = u < 0x3f800000u ? u : 0x3f800000u; /* at most 1 (nan too: its scale is nan) */
-    const uint32_t ur = u + 0x7ffffu + ((u >> 20) & 1u);
-    const int32_t e = (int32_t)(ur >> 23) - 127 + (int32_t)bias;
-    const uint32_t mag = fo_selu(e <= 0, under, ((uint32_t)e << 3) | ((ur >> 20) & 7u));
-    return fo_selu(u == 0, 0u, mag < (bias << 3) ? mag : (bias << 3));
+    const int32_t t = (int32_t)(u + (0x7ffffu - ((127u - bias) << 23)) + ((u >> 20) & 1u)) >> 20;
+    if (under == 0) /* (a constant) 0 below the range, and for 0 */
+        return ((uint32_t)t << 24) & (0u - (uint32_t)(t >= 8));
+    /* the smallest code below the range; 0 stays 0 */
+    return ((uint32_t)(t > (int32_t)under ? t : (int32_t)under) << 24) &
+           (0u - (uint32_t)(u != 0));
 }
 
-/* The value of magnitude code `mag` (times the scale, by the caller). */
-FO_INLINE float fo_q8_value(uint32_t mag, const uint32_t bias) {
-    const uint32_t bits = ((((mag >> 3) + 127u - bias) << 23) | ((mag & 7u) << 20));
-    return fo_from_bits(fo_selu(mag == 0, 0u, bits));
+/* The value of magnitude code mag (times the scale, by the caller), given
+ * as mag20 = mag << 20: ((mag >> 3) + 127 - bias) << 23 | (mag & 7) << 20 is
+ * mag20 plus a constant. */
+FO_INLINE float fo_q8_value(uint32_t mag20, const uint32_t bias) {
+    const uint32_t bits = mag20 + ((127u - bias) << 23);
+    return fo_from_bits(bits & (0u - (uint32_t)(mag20 != 0)));
 }
 
+/* exp_avg's code is used as c << 24 only (sign on top, magnitude below it),
+ * so that GCC widens the bytes once; from c & 0x7f and c & 0x80 it widened
+ * each separately. */
 FO_INLINE float fo_q8_load_m(const uint8_t *M, ptrdiff_t i, float scale) {
-    const uint32_t c = M[i];
-    const float x = fo_q8_value(c & 0x7fu, 15u) * scale;
-    return fo_from_bits(fo_to_bits(x) | ((c & 0x80u) << 24));
+    const uint32_t c = (uint32_t)M[i] << 24;
+    const float x = fo_q8_value((c << 1) >> 5, 15u) * scale;
+    return fo_from_bits(fo_to_bits(x) | (c & 0x80000000u));
 }
 
 FO_INLINE float fo_q8_load_v(const uint8_t *V, ptrdiff_t i, float scale) {
-    return fo_q8_value(V[i], 31u) * scale;
+    return fo_q8_value((uint32_t)V[i] << 20, 31u) * scale;
 }
 
 /* Adam over the blocks of 8-bit state whose first element is in [lo, hi)
@@ -617,9 +645,9 @@ FO_INLINE int fo_adam8_body(const fo_adam_args *a, float *restrict P,
         const float sm = fo_from_bits(am), sv = fo_from_bits(av);
         const float im = sm > 0.0f ? 1.0f / sm : 0.0f, iv = sv > 0.0f ? 1.0f / sv : 0.0f;
         for (ptrdiff_t j = 0; j < len; j++) {
-            const uint32_t sign = (fo_to_bits(tm[j]) >> 24) & 0x80u;
-            M[b0 + j] = (uint8_t)(fo_q8_mag(fabsf(tm[j]) * im, 15u, 0u) | sign);
-            V[b0 + j] = (uint8_t)fo_q8_mag(tv[j] * iv, 31u, 8u);
+            const uint32_t sign = fo_to_bits(tm[j]) & 0x80000000u;
+            M[b0 + j] = (uint8_t)((fo_q8_mag_hi(fabsf(tm[j]) * im, 15u, 0u) | sign) >> 24);
+            V[b0 + j] = (uint8_t)(fo_q8_mag_hi(tv[j] * iv, 31u, 8u) >> 24);
         }
         S[b] = sm;
         S[nb + b] = sv;
