@@ -995,13 +995,10 @@ typedef struct {
  * clamp and the nan test are done on the bits with unsigned min and integer
  * compares, which the compiler vectorises (a float select became a branch). */
 FO_INLINE float fo_exp_nonpos(float xf) {
-    uint32_t u;
-    memcpy(&u, &xf, sizeof u);
+    uint32_t u = fo_to_bits(xf);
     const uint32_t nan_bits = (u & 0x7fffffffu) > 0x7f800000u ? 0x7fc00000u : 0u;
     u = u < 0xc2d00000u ? u : 0xc2d00000u; /* below -104 (sign bit set) -> -104 */
-    float xc;
-    memcpy(&xc, &u, sizeof xc);
-    const double x = (double)xc;
+    const double x = (double)fo_from_bits(u);
     const double shifter = 0x1.8p52; /* adding it rounds to an integer */
     const double kd_s = x * 0x1.71547652b82fep0 + shifter; /* x / ln2 */
     const double kd = kd_s - shifter;
@@ -1023,13 +1020,7 @@ FO_INLINE float fo_exp_nonpos(float xf) {
     const uint64_t sbits = (kbits + 1023u) << 52;
     double two_k;
     memcpy(&two_k, &sbits, sizeof two_k);
-    const float res = (float)(p * two_k);
-    uint32_t rbits;
-    memcpy(&rbits, &res, sizeof rbits);
-    rbits |= nan_bits;
-    float out;
-    memcpy(&out, &rbits, sizeof out);
-    return out;
+    return fo_from_bits(fo_to_bits((float)(p * two_k)) | nan_bits);
 }
 
 /* log(s) for s >= 1 (finite) or nan, in double, for the sums of
