@@ -78,6 +78,18 @@ def _float32_patterns(rng, n):
     return np.concatenate([edges, -edges, bits, near])
 
 
+def _same_rounding(got, want, x):
+    """``got`` (16-bit) is ``want``, the float32 input ``x`` rounded, bit for
+    bit; where x is nan, got is nan; a float32 subnormal x is flushed to zero
+    by the kernels (FTZ/DAZ), so got is 0 there."""
+    nan = np.isnan(x)
+    assert np.isnan(got[nan].astype(np.float32)).all()
+    tiny = np.abs(x) < np.finfo(np.float32).tiny
+    keep = ~nan & ~tiny
+    _same(got[keep], want[keep])
+    assert (got[tiny & ~nan].astype(np.float32) == 0).all()
+
+
 def test_bfloat16_state_rounds_to_nearest_even_like_ml_dtypes():
     """beta1 = 0 stores the gradient itself as exp_avg, rounded (Keras' form
     of the moment: see test_every_16_bit_gradient_is_widened_exactly)."""
@@ -87,13 +99,7 @@ def test_bfloat16_state_rounds_to_nearest_even_like_ml_dtypes():
     m, v = np.zeros(n, BF16), np.zeros(n, BF16)
     fastopt.adam_(p, g, m, v, step=1, beta1=0.0, lr=0.0, convention="keras")
     want = (g + np.float32(0.0)).astype(BF16)  # the rule's 0 + (g - 0) makes -0 +0
-    nan = np.isnan(g)
-    assert np.isnan(m[nan].astype(np.float32)).all()
-    # a float32 subnormal is flushed to zero by the kernels (FTZ/DAZ)
-    tiny = np.abs(g) < np.finfo(np.float32).tiny
-    keep = ~nan & ~tiny
-    _same(m[keep], want[keep])
-    assert (m[tiny & ~nan].astype(np.float32) == 0).all()
+    _same_rounding(m, want, g)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, BF16], ids=["f16", "bf16"])
@@ -105,12 +111,7 @@ def test_parameter_copy_rounds_to_nearest_even_like_numpy(dtype):
     m, v, pc = np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, dtype)
     fastopt.adam_(p, g, m, v, step=1, lr=0.0, param_copy=pc)
     want = p.astype(dtype)  # the updated param, which lr = 0 left as it was
-    nan = np.isnan(p)
-    assert np.isnan(pc[nan].astype(np.float32)).all()
-    tiny = np.abs(p) < np.finfo(np.float32).tiny
-    keep = ~nan & ~tiny
-    _same(pc[keep], want[keep])
-    assert (pc[tiny & ~nan].astype(np.float32) == 0).all()
+    _same_rounding(pc, want, p)
 
 
 def _run_all(n, grad_dtype, rounding, steps=3):
