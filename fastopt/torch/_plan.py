@@ -62,7 +62,7 @@ class Plan:
         self.runs = []
         self.active = None        # indices of the parameters with a gradient
         self.all_active = False
-        self.uniform = False      # all_active, and one step count for all (see _count)
+        self.uniform = False      # all_active, and one step count for all (see count_steps)
         self.last_gids = None
         self.last_hp = None
         self.bound_gids = None
