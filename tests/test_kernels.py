@@ -261,3 +261,28 @@ def test_prefetch_default_follows_the_cpu_and_the_environment(tmp_path):
 def test_set_prefetch_takes_a_bool():
     with pytest.raises(TypeError, match="on must be a bool"):
         _kernels.set_prefetch(1)
+
+
+def test_unchanged_checks_identity_and_key_of_every_object():
+    """fastopt._kernels.unchanged: the per-step check fastopt.torch replays
+    bound kernels under (identity of an attribute, equality of a key)."""
+    from types import SimpleNamespace
+
+    from fastopt._kernels import unchanged
+    a, b = object(), object()
+    objs = [SimpleNamespace(grad=a, ptr=1), SimpleNamespace(grad=b, ptr=2)]
+    key = lambda o: o.ptr        # noqa: E731
+    assert unchanged(objs, "grad", [a, b], key, [1, 2])
+    assert not unchanged(objs, "grad", [a, object()], key, [1, 2])   # another object
+    assert not unchanged(objs, "grad", [a, b], key, [1, 3])          # another key
+    assert not unchanged(objs, "grad", [a], key, [1])                # lengths differ
+    assert not unchanged(objs[:1], "grad", [a, b], key, [1, 2])
+    assert unchanged([], "grad", [], key, [])
+    with pytest.raises(AttributeError):
+        unchanged(objs, "missing", [a, b], key, [1, 2])
+    with pytest.raises(TypeError, match="key must be callable"):
+        unchanged(objs, "grad", [a, b], 3, [1, 2])
+    with pytest.raises(TypeError, match="objects"):
+        unchanged(tuple(objs), "grad", [a, b], key, [1, 2])
+    with pytest.raises(TypeError):
+        unchanged(None, "grad", [a, b], key, [1, 2])

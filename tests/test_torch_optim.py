@@ -810,3 +810,22 @@ def test_profiler_sees_the_step_range():
     names = [e.name for e in prof.events()]
     assert "Optimizer.step#Adam.step" in names
     assert opt.state[next(model.parameters())]["step"] == 4
+
+
+def test_bound_steps_replan_only_after_a_change(monkeypatch):
+    """Once the kernels are bound, a step checks the Guard and does not go
+    through the plans; a change (here a new lr) does, once, and the next
+    steps are back on the Guard."""
+    model = make_model("mlp")
+    fot.flatten_(model)
+    opt = fot.Adam(model.parameters(), lr=1e-3)
+    planned = []
+    real = type(opt)._plan_groups
+    monkeypatch.setattr(type(opt), "_plan_groups",
+                        lambda self: planned.append(1) or real(self))
+    for i, (x, y) in enumerate(batches("mlp", 8)):
+        if i == 5:
+            opt.param_groups[0]["lr"] = 2e-3
+        train_step(model, opt, x, y)
+    # steps 0, 1 plan and bind; 2-4 run on the guard; 5 (new lr) and 6 rebind
+    assert len(planned) == 4

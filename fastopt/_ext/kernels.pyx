@@ -174,6 +174,35 @@ def build_info():
     }
 
 
+# --------------------------------------------------------------------------
+# The per-step check of a caller that replays bound kernels.
+
+
+def unchanged(list objects not None, str attr not None, list values not None, key,
+              list keys not None):
+    """True if, for every i, ``getattr(objects[i], attr) is values[i]`` and
+    ``key(objects[i]) == keys[i]``; False at the first difference, or if the
+    three lists differ in length.
+
+    One C loop, for a check made before every step: fastopt.torch asks it
+    whether a group's parameters still have the gradient objects and data
+    pointers its bound kernels were made for (``attr="grad"``,
+    ``key=torch.Tensor.data_ptr``).  Exceptions from ``getattr`` or ``key``
+    propagate.  Raises TypeError if ``objects``, ``values`` or ``keys`` is not
+    a list, ``attr`` not a str or ``key`` not callable.
+    """
+    cdef Py_ssize_t i, n = len(objects)
+    if not callable(key):
+        raise TypeError(f"key must be callable, got {_show(key)}")
+    if len(values) != n or len(keys) != n:
+        return False
+    for i in range(n):
+        o = objects[i]
+        if getattr(o, attr) is not values[i] or key(o) != keys[i]:
+            return False
+    return True
+
+
 def _select_initial_simd():
     import os
     fo_select_simd(fo_best_simd())

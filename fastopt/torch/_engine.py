@@ -7,12 +7,12 @@ are cut into runs -- consecutive parameters whose data, gradients and state
 are adjacent in memory.  Each run is one kernel call over NumPy views of
 the tensors' memory (no copy).  The plan is rebuilt only when a
 parameter's memory, the set of parameters with a gradient, the structure of
-the state or the optimizer's ``state`` object changes; a step on an
-unchanged plan checks one data pointer and one gradient identity per
-parameter and calls the bound kernels.
+the state or the optimizer's ``state`` object changes.  While every
+group's kernels are bound, a step checks one Guard (_plan): a data pointer
+and a gradient identity per parameter; then it calls the kernels.
 """
 
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 
 import numpy as np
 import torch
@@ -21,10 +21,8 @@ from torch._C import _increment_version
 import fastopt
 from fastopt.torch._flatten import aligned_zeros, check_tensor, grad_view
 from fastopt.torch._hooks import hooked_step, wrapped
-from fastopt.torch._plan import Plan, Run, adjacent, follows, span
-
-_grad = attrgetter("grad")
-_data_ptr = torch.Tensor.data_ptr
+from fastopt.torch._plan import (Guard, Plan, Run, adjacent, data_ptr_of, follows, grad_of,
+                                 span)
 
 
 class FastoptOptimizer:
@@ -98,23 +96,34 @@ class FastoptOptimizer:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        plans = self.__dict__.setdefault("_fastopt_plans", {})
-        ready = []      # every group checked and planned before anything is written
-        for i, group in enumerate(self.param_groups):
-            plan = plans.get(i)
-            if plan is None or plan.group is not group:
-                plan = plans[i] = Plan(group)
-            ready.append((plan, *self._prepare(plan, group, i)))
-        for plan, _, _ in ready:
-            # autograd's check that a saved tensor was not modified in place;
-            # here, while the tensors just checked are still in cache (the
-            # kernels stream the whole model through it)
-            _increment_version(plan.updated)
+        guard = self.__dict__.get("_fastopt_guard")
+        ready, updated = ((guard.ready, guard.updated) if guard is not None and guard.holds(self)
+                          else self._plan_groups())
+        # autograd's check that a saved tensor was not modified in place;
+        # here, while the tensors just checked are still in cache (the
+        # kernels stream the whole model through it)
+        _increment_version(updated)
         calls = 0
         for plan, hp, bound in ready:
             calls += self._run(plan, hp, bound)
         self.last_step_calls = calls
         return loss
+
+    def _plan_groups(self):
+        """Check every group and update its plan before anything is written;
+        returns ``[(plan, hp, bound)]`` and the parameters to update.  Once
+        every group's kernels are bound, the next steps check a Guard."""
+        plans = self.__dict__.setdefault("_fastopt_plans", {})
+        ready = []
+        for i, group in enumerate(self.param_groups):
+            plan = plans.get(i)
+            if plan is None or plan.group is not group:
+                plan = plans[i] = Plan(group)
+            ready.append((plan, *self._prepare(plan, group, i)))
+        updated = [p for plan, _, _ in ready for p in plan.updated]
+        bound = all(b for _, _, b in ready)
+        self._fastopt_guard = Guard(self, ready, updated) if bound else None
+        return ready, updated
 
     def zero_grad(self, set_to_none=True):
         """Reset the gradients.  A parameter flattened by
@@ -189,8 +198,8 @@ class FastoptOptimizer:
         hyperparameters and ``state`` as when the kernels were bound -- is
         one look at each parameter and a few comparisons."""
         params = group["params"]
-        gids = list(map(id, map(_grad, params)))
-        ptrs = list(map(_data_ptr, params))
+        gids = list(map(id, map(grad_of, params)))
+        ptrs = list(map(data_ptr_of, params))
         hp = self._hp_of(group)
         if (gids == plan.bound_gids and hp == plan.bound_hp and ptrs == plan.ptrs
                 and self.state is plan.state):
@@ -203,14 +212,14 @@ class FastoptOptimizer:
             plan.hp = hp
         if ptrs != plan.ptrs or self.state is not plan.state:
             self._rebuild(plan, group, gi)
-            gids = list(map(id, map(_grad, params)))
+            gids = list(map(id, map(grad_of, params)))
         elif gids != plan.gids:
             none = id(None)
             if [g == none for g in gids] != [g == none for g in plan.gids]:
                 self._rebuild(plan, group, gi)
             else:
                 self._adopt_grads(plan, group, gi)
-            gids = list(map(id, map(_grad, params)))
+            gids = list(map(id, map(grad_of, params)))
         bound = gids == plan.bound_gids and hp == plan.bound_hp
         if not bound and gids == plan.last_gids and hp == plan.last_hp:
             self._bind(plan, hp, gids)

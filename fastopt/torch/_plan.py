@@ -1,10 +1,16 @@
 """The data behind a fastopt.torch step: runs of adjacent memory and the
 per-group plan that caches them (see _engine)."""
 
+from operator import attrgetter, is_
+
 import torch
+
+from fastopt._kernels import unchanged
 
 #: the largest step count float32 holds exactly (torch's count stalls there)
 _EXACT_STEPS = 2 ** 24
+grad_of = attrgetter("grad")
+data_ptr_of = torch.Tensor.data_ptr
 
 
 def span(t, n):
@@ -88,3 +94,34 @@ class Plan:
             steps += 1
         else:
             steps[self.active] += 1
+
+
+class Guard:
+    """The keys under which every group's bound kernels still apply, checked
+    once per step, mostly in one C loop (see FastoptOptimizer._step): the
+    same ``state`` and group objects, and in each group the same parameter
+    memory, gradient objects and hyperparameters as when it was made.  Made
+    only when every group's kernels are bound; any difference sends the step
+    through the plans again, which rebuild what changed."""
+    __slots__ = ("state", "groups", "checks", "ready", "updated")
+
+    def __init__(self, opt, ready, updated):
+        self.state = opt.state
+        self.groups = list(opt.param_groups)
+        self.checks = [(list(map(data_ptr_of, g["params"])), list(map(grad_of, g["params"])),
+                        opt._hp_of(g)) for g in self.groups]
+        self.ready = ready                      # [(plan, hp, True)], one per group
+        self.updated = updated                  # the parameters with a gradient
+
+    def holds(self, opt):
+        """True if nothing the bound kernels depend on has changed."""
+        groups = opt.param_groups
+        if (opt.state is not self.state or len(groups) != len(self.groups)
+                or not all(map(is_, groups, self.groups))):
+            return False
+        for group, (ptrs, grads, hp) in zip(groups, self.checks):
+            params = group["params"]
+            if not (type(params) is list and opt._hp_of(group) == hp
+                    and unchanged(params, "grad", grads, data_ptr_of, ptrs)):
+                return False
+        return True
