@@ -13,8 +13,10 @@ runs fastopt's fused kernels directly on the tensors' memory.  ``Lion``
 (not in torch) is a torch.optim.Optimizer with lion-pytorch's arguments
 and the Keras/optax rule.
 :func:`flatten_` puts a model's parameters and gradients into one buffer
-each, so a step is one kernel call.  This module imports torch; ``import
-fastopt`` does not.
+each, so a step is one kernel call.  :class:`ShardedOptimizer` keeps 1/N of
+such an optimizer's state on each of N MPI ranks (ZeRO stage 1; mpi4py is
+imported when one is made).  This module imports torch; ``import fastopt``
+does not.
 """
 
 try:
@@ -25,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - needs an environment without to
 from fastopt.torch._flatten import FlatBuffers, flatten_
 from fastopt.torch._optimizers import (
     SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, RMSprop)
+from fastopt.torch._sharded import ShardedOptimizer
 
 __all__ = ["Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "FlatBuffers", "Lion", "NAdam",
-           "RMSprop", "SGD", "flatten_"]
+           "RMSprop", "SGD", "ShardedOptimizer", "flatten_"]

@@ -59,3 +59,36 @@ def gradient(step, n):
 def schedule(opt, step):
     """Change a group's learning rate mid-run, as a scheduler callback does."""
     opt.param_groups[0]["lr"] = 0.01 / (1 + step)
+
+
+# -- fastopt.torch.ShardedOptimizer (torch imported only by these) --------------
+TORCH_BATCH = 32
+
+
+def torch_setup():
+    """A small flattened torch MLP, a fot.Adam with two parameter groups
+    (the second with weight decay and AMSGrad) and a StepLR on it."""
+    import torch
+
+    import fastopt.torch as fot
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(torch.nn.Linear(FEATURES, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, CLASSES))
+    flat = fot.flatten_(model)
+    opt = fot.Adam([{"params": model[0].parameters()},
+                    {"params": model[2].parameters(), "lr": 3e-3, "weight_decay": 0.1,
+                     "amsgrad": True}], lr=1e-2)
+    return model, flat, opt, torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
+
+
+def torch_step(model, step, rank=0, size=1):
+    """Forward and backward of this rank's rows of global batch ``step``;
+    returns (rows, total_rows)."""
+    import torch
+    x, y = data()
+    lo = (step * TORCH_BATCH) % (SAMPLES - TORCH_BATCH)
+    a, b = lo + TORCH_BATCH * rank // size, lo + TORCH_BATCH * (rank + 1) // size
+    loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x[a:b])),
+                                             torch.from_numpy(y[a:b]))
+    loss.backward()
+    return b - a, TORCH_BATCH

@@ -2,7 +2,8 @@
 tests/test_distributed.py: one distributed fit (or one error case) as the
 config says; every rank saves what the test compares to a single-process run.
 
-Config keys: ``case`` ('fit', 'mismatch', 'small_batch', 'blocks'), ``out``
+Config keys: ``case`` ('fit', 'mismatch', 'small_batch', 'blocks',
+'torch_sharded': see torch_sharded), ``out``
 (a directory), and for 'fit': ``mode`` (true or 'sharded'), ``optimizer``,
 ``batch_size``, ``epochs``, ``validation_split``, ``checkpoint`` (a path or
 null), ``resume`` (a checkpoint to resume from, or null), ``kill`` ([epoch,
@@ -106,12 +107,45 @@ def blocks(cfg, rank):
     np.savez(os.path.join(cfg["out"], f"rank{rank}.npz"), **results)
 
 
+def torch_sharded(cfg, rank):
+    """fastopt.torch.ShardedOptimizer over ``steps`` global batches, saving the
+    gathered state_dict at ``save_at`` (to ``checkpoint``) or resuming there."""
+    import torch
+
+    import fastopt.torch as fot
+    model, flat, opt, schedule = mpi_cases.torch_setup()
+    comm = dist.world()
+    sharded = fot.ShardedOptimizer(opt, flat, comm)
+    start = 0
+    if cfg.get("resume"):
+        ck = torch.load(cfg["resume"], weights_only=False)
+        flat.params.copy_(ck["params"])
+        sharded.load_state_dict(ck["optimizer"])
+        schedule.load_state_dict(ck["schedule"])
+        start = ck["step"]
+    for step in range(start, cfg["steps"]):
+        if step == cfg.get("save_at"):
+            sd = sharded.state_dict()      # collective
+            if rank == 0:
+                torch.save({"params": flat.params.clone(), "optimizer": sd, "step": step,
+                            "schedule": schedule.state_dict()}, cfg["checkpoint"])
+        sharded.zero_grad()
+        rows, total = mpi_cases.torch_step(model, step, rank, comm.size)
+        sharded.step(rows, total)
+        schedule.step()
+    state = mpi_cases.flat_state(sharded.state_dict())
+    shard = sum(t.numel() for st in sharded.inner.state.values() for t in st.values()
+                if t.dim() > 0)
+    np.savez(os.path.join(cfg["out"], f"rank{rank}.npz"), params=flat.params.numpy(),
+             shard_state_elements=shard, **state)
+
+
 def main():
     with open(sys.argv[1]) as f:
         cfg = json.load(f)
     rank = dist.world().rank
     {"fit": fit, "mismatch": error_case, "small_batch": error_case,
-     "blocks": blocks}[cfg["case"]](cfg, rank)
+     "blocks": blocks, "torch_sharded": torch_sharded}[cfg["case"]](cfg, rank)
 
 
 if __name__ == "__main__":
