@@ -335,11 +335,19 @@ def test_import_fastopt_does_not_import_torch(tmp_path):
 
 
 def test_is_a_torch_optimizer_with_torch_signature():
+    """torch's signature; Adam and AdamW add three keyword-only options at
+    the end (low-precision state, tests/test_torch_lowp.py)."""
     import inspect
+    lowp = [("state_dtype", "float32"), ("state_rounding", "nearest"), ("seed", 0)]
     for name in TORCH_NAMES:
         cls = getattr(fot, name)
         assert issubclass(cls, getattr(torch.optim, name))
-        assert inspect.signature(cls) == inspect.signature(getattr(torch.optim, name))
+        ours = list(inspect.signature(cls).parameters.values())
+        theirs = list(inspect.signature(getattr(torch.optim, name)).parameters.values())
+        extra = lowp if name in ("Adam", "AdamW") else []
+        assert ours[:len(theirs)] == theirs and len(ours) == len(theirs) + len(extra)
+        for p, (key, default) in zip(ours[len(theirs):], extra):
+            assert (p.name, p.default, p.kind) == (key, default, p.KEYWORD_ONLY)
 
 
 # -- flatten_ and the set_to_none trap -------------------------------------------

@@ -21,7 +21,7 @@ from torch._C import _increment_version
 import fastopt
 from fastopt.torch._flatten import aligned_zeros, check_tensor, grad_view
 from fastopt.torch._hooks import hooked_step, wrapped
-from fastopt.torch._plan import Plan, Run, adjacent, follows, span
+from fastopt.torch._plan import Plan, Run, adjacent, follows, numpy_view, span
 
 _grad = attrgetter("grad")
 _data_ptr = torch.Tensor.data_ptr
@@ -49,6 +49,8 @@ class FastoptOptimizer:
     _step_kw = True
     #: a subclass's update of its other scalars after the step counts (or None)
     _advance = None
+    _param_dtypes = (torch.float32,)   # Adam, AdamW: also bfloat16, float16 (_lowp)
+    _buffer_dtypes = {}                # state key -> its buffer's dtype if not float32
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -168,7 +170,7 @@ class FastoptOptimizer:
     def _check_param(self, p, group, gi, j):
         who = f"fastopt.torch.{type(self).__name__}"
         name = self._name(group, gi, j)
-        check_tensor(f"{who}: {name}", p)
+        check_tensor(f"{who}: {name}", p, self._param_dtypes)
         if not p.is_contiguous():
             raise ValueError(f"{who}: {name} is not contiguous; the kernels update it in place "
                              "as one block")
@@ -313,8 +315,9 @@ class FastoptOptimizer:
             offsets.append(total)
             total += p.numel()
         plan.offsets = offsets
-        plan.buffers = {key: aligned_zeros(total, init) for key, _, init in specs}
-        plan.buffers_np = {key: buf.numpy() for key, buf in plan.buffers.items()}
+        plan.buffers = {key: aligned_zeros(total, init, self._buffer_dtypes.get(key, torch.float32))
+                        for key, _, init in specs}
+        plan.buffers_np = {key: numpy_view(buf) for key, buf in plan.buffers.items()}
         plan.scalars = {key: torch.full((len(params),), init, dtype=torch.float32)
                         for key, init in self._scalars}
         plan.scalars_np = {key: t.numpy() for key, t in plan.scalars.items()}
