@@ -23,18 +23,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import fastopt.torch as fot  # noqa: E402
+from frameworks import one_torch_thread  # noqa: E402,F401
 
 nn = torch.nn
 STEPS = 200
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Deterministic and fast on a shared machine: torch on one thread."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 RTOL, ATOL = 1e-4, 1e-5
 
 # (name, constructor kwargs, the second group's own hyperparameters)
