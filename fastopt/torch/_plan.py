@@ -29,7 +29,8 @@ def follows(a, b):
     """True if ``b``'s memory starts where ``a``'s ends, in the same storage
     (and they have one dtype)."""
     return (a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-            and a.dtype == b.dtype and a.data_ptr() + a.element_size() * a.numel() == b.data_ptr())
+            and a.data_ptr() + a.element_size() * a.numel() == b.data_ptr()
+            and a.dtype == b.dtype)
 
 
 def adjacent(views):
