@@ -98,25 +98,33 @@ CASES = [
 ]
 
 
-def run_master_weights(name, kwargs, dtype, state_dtype, flat, mixed):
-    """fot's optimizer on a ``dtype`` model (``mixed``: the last Linear kept
-    float32, in a group of its own with its own lr) and the references on
-    float32 masters, fed the same gradients; returns the checks' inputs."""
+#: the layer a mixed model keeps in float32: the last Linear, in a group of
+#: its own with its own lr, or the LayerNorm, between 16-bit layers in one group
+FLOAT32_LAYER = {"groups": 5, "one group": 1}
+
+
+def _mixed_model(dtype, mixed):
     model = make_model(dtype)
     if mixed:
-        model[5].float()
+        model[FLOAT32_LAYER[mixed]].float()
+    return model
+
+
+def run_master_weights(name, kwargs, dtype, state_dtype, flat, mixed):
+    """fot's optimizer on a ``dtype`` model (``mixed``: see FLOAT32_LAYER;
+    ``flat``: its 16-bit parameters flatten_ed) and the references on
+    float32 masters, fed the same gradients; returns the checks' inputs."""
+    model = _mixed_model(dtype, mixed)
     if flat:
-        fot.flatten_(list(model[:5].parameters()))
+        fot.flatten_([p for p in model.parameters() if p.dtype == dtype])
     groups = None
-    if mixed:
+    if mixed == "groups":
         groups = [{"params": list(model[:5].parameters())},
                   {"params": list(model[5].parameters()), "lr": kwargs["lr"] / 2}]
     opt = getattr(fot, name)(groups or model.parameters(), state_dtype=state_dtype, **kwargs)
     sched = scheduled(opt)
     def reference(module):
-        twin = make_model(dtype)
-        if mixed:
-            twin[5].float()
+        twin = _mixed_model(dtype, mixed)
         return MasterReference(twin, lambda ps: getattr(module, name)(ps, **kwargs),
                                groups and _same_groups(groups, model, twin))
 
@@ -149,15 +157,15 @@ def _same_groups(groups, model, twin):
     return [{**g, "params": [where[id(p)] for p in g["params"]]} for g in groups]
 
 
-@pytest.mark.parametrize("mixed", [False, True], ids=["16-bit", "mixed"])
+@pytest.mark.parametrize("mixed", [None, "groups", "one group"], ids=str)
 @pytest.mark.parametrize("flat", [False, True], ids=["tensors", "flatten_"])
 @pytest.mark.parametrize("dtype", [BF16, F16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("name,kwargs", CASES, ids=str)
 def test_master_weights_bit_for_bit(name, kwargs, dtype, flat, mixed):
     model, opt, ours, theirs = run_master_weights(name, kwargs, dtype, "float32", flat, mixed)
     for p, ref, m in zip(model.parameters(), ours.params, ours.masters):
-        assert p.dtype == (torch.float32 if mixed and p is model[5].weight or
-                           mixed and p is model[5].bias else dtype)
+        kept = mixed and any(p is q for q in model[FLOAT32_LAYER[mixed]].parameters())
+        assert p.dtype == (torch.float32 if kept else dtype)
         assert torch.equal(bits(p), bits(ref))
         if p.dtype != torch.float32:
             assert torch.equal(bits(opt.state[p]["master_param"]), bits(m.detach()))
@@ -253,7 +261,7 @@ def test_16_bit_model_with_low_precision_state(state_dtype, dtype):
     """Master weights and bf16 / 8-bit moments together (an fp16 gradient
     into 8-bit state included): the float32-master reference, bit for bit."""
     model, opt, ours, _ = run_master_weights("AdamW", dict(lr=3e-3), dtype, state_dtype,
-                                             flat=False, mixed=False)
+                                             flat=False, mixed=None)
     for p, ref, m in zip(model.parameters(), ours.params, ours.masters):
         assert torch.equal(bits(p), bits(ref))
         assert torch.equal(bits(opt.state[p]["master_param"]), bits(m.detach()))
