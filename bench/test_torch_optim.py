@@ -18,6 +18,19 @@ OpenMP's); run with ``OMP_NUM_THREADS=1`` and, for DeepSpeed,
   weight_decay is 0 for all, so they compute the same update.
 - ``torch Adam step, 25M parameters (150 tensors), paired``: the same on a
   stack of 75 Linear(577, 577) layers (25.0M parameters), one step a round.
+- ``torch bf16 Adam step, seed model / 25M parameters, paired``: one Adam
+  step of a bfloat16 model (issue #21), the same two models in bfloat16
+  with preset bfloat16 gradients: fot.Adam with float32 master weights
+  after flatten_ ("fastopt-master-flat", the reference) and on the
+  tensors ("fastopt-master"), the same with bfloat16 and 8-bit state
+  ("fastopt-bf16state", "fastopt-int8state", flatten_ed),
+  torch.optim.Adam(fused=True) on the bfloat16 parameters themselves
+  ("torch-fused-bf16": bfloat16 state, no master weights) and the
+  float32-master loop in torch (float32 masters, grad.float() copied in,
+  torch.optim.Adam(fused=True) on the masters, ``p.copy_(master)``:
+  "torch-master").  Each entry also records ``state_bytes``: the
+  optimizer's state (moments, master weights, block scales; the masters
+  and their gradients for "torch-master"), not the model.
 - ``torch epoch, seed MLP batch 32, paired``: seconds for one epoch over
   --train-samples MNIST images, forward/backward in PyTorch eager, the
   same initial weights; only the optimizer differs (plain SGD shows the
@@ -97,7 +110,7 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def _paired(benchmark, runs, rounds, seed, per=1, **info):
+def _paired(benchmark, runs, rounds, seed, per=1, ours=OURS, **info):
     """Run ``runs[name]()`` once per round for every name, in a new shuffled
     order each round, after one warm-up round; record in extra_info each
     one's seconds per call divided by ``per`` (the steps a call makes):
@@ -119,17 +132,14 @@ def _paired(benchmark, runs, rounds, seed, per=1, **info):
                                  "load_before": os.getloadavg()[0], **info})
     benchmark.pedantic(one_round, rounds=rounds + 1, iterations=1)
     benchmark.extra_info["load_after"] = os.getloadavg()[0]
-    skip = 1 if len(times[OURS]) > 1 else 0     # not with --benchmark-disable (one call)
+    skip = 1 if len(times[ours]) > 1 else 0     # not with --benchmark-disable (one call)
     for key, seconds in (("times", times), ("cpu_times", cpu)):
         benchmark.extra_info[key] = impls.paired_times(
-            {name: [t / per for t in ts[skip:]] for name, ts in seconds.items()}, ours=OURS)
+            {name: [t / per for t in ts[skip:]] for name, ts in seconds.items()}, ours=ours)
 
 
 def _stepper(opt, n):
-    def run():
-        for _ in range(n):
-            opt.step()
-    return run
+    return _stepper_of(opt.step, n)
 
 
 @pytest.mark.parametrize("model", ["seed", "25M"])
@@ -185,3 +195,76 @@ def test_epoch_paired(benchmark, one_thread, mnist_torch):
     benchmark.group = "torch epoch, seed MLP batch 32, paired"
     _paired(benchmark, {impl: epoch(impl) for impl in _available(EPOCH_IMPLS)},
             EPOCH_ROUNDS, seed=32, samples=len(x))
+
+
+# -- a bfloat16 model (issue #21) ----------------------------------------------------
+
+BF16_IMPLS = ["fastopt-master-flat", "fastopt-master", "fastopt-bf16state",
+              "fastopt-int8state", "torch-fused-bf16", "torch-master"]
+
+
+def _state_bytes(*tensors):
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def _bf16_step(impl, net):
+    """(one step of ``impl`` on the bfloat16 model ``net``, its state bytes)."""
+    params = list(net.parameters())
+    if impl.startswith("fastopt"):
+        if impl != "fastopt-master":
+            fot.flatten_(net)
+        state_dtype = {"fastopt-bf16state": "bfloat16", "fastopt-int8state": "int8"}.get(
+            impl, "float32")
+        opt = fot.Adam(net.parameters(), lr=1e-3, state_dtype=state_dtype)
+    else:
+        opt = torch.optim.Adam(params, lr=1e-3, fused=True)
+    for p in params:
+        p.grad = torch.empty_like(p).normal_(0, 1e-3)
+    if impl != "torch-master":
+        opt.step()
+        return opt.step, _state_bytes(*(v for st in opt.state.values() for v in st.values()))
+    masters = [torch.nn.Parameter(p.detach().float()) for p in params]
+    opt = torch.optim.Adam(masters, lr=1e-3, fused=True)
+
+    @torch.no_grad()
+    def step():
+        for m, p in zip(masters, params):
+            if m.grad is None:
+                m.grad = torch.empty_like(m)
+            m.grad.copy_(p.grad)
+        opt.step()
+        for m, p in zip(masters, params):
+            p.copy_(m)
+
+    step()
+    return step, _state_bytes(*masters, *(m.grad for m in masters),
+                              *(v for st in opt.state.values() for v in st.values()))
+
+
+@pytest.mark.parametrize("model", ["seed", "25M"])
+def test_bf16_adam_step_paired(benchmark, one_thread, model):
+    pytest.importorskip("ml_dtypes")
+    rounds, n = STEP_ROUNDS[model]
+    runs, memory, params = {}, {}, None
+    for impl in BF16_IMPLS:
+        torch.manual_seed(0)
+        net = (_mlp(SEED_LAYERS) if model == "seed" else _big()).to(torch.bfloat16)
+        step, memory[impl] = _bf16_step(impl, net)
+        step()
+        runs[impl] = _stepper_of(step, n)
+        params = list(net.parameters())
+    benchmark.group = (f"torch bf16 Adam step, {'seed model' if model == 'seed' else '25M'} "
+                       f"({len(params)} tensors), paired")
+    ours = "fastopt-master-flat"
+    _paired(benchmark, runs, rounds, seed=len(params) + 1, per=n, ours=ours,
+            parameters=sum(p.numel() for p in params), steps_per_round=n)
+    for key in ("times", "cpu_times"):
+        for impl, entry in benchmark.extra_info[key].items():
+            entry["state_bytes"] = memory[impl]
+
+
+def _stepper_of(step, n):
+    def run():
+        for _ in range(n):
+            step()
+    return run

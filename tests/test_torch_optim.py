@@ -23,18 +23,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import fastopt.torch as fot  # noqa: E402
+from frameworks import one_torch_thread  # noqa: E402,F401
 
 nn = torch.nn
 STEPS = 200
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Deterministic and fast on a shared machine: torch on one thread."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 RTOL, ATOL = 1e-4, 1e-5
 
 # (name, constructor kwargs, the second group's own hyperparameters)
@@ -335,11 +328,19 @@ def test_import_fastopt_does_not_import_torch(tmp_path):
 
 
 def test_is_a_torch_optimizer_with_torch_signature():
+    """torch's signature; Adam and AdamW add three keyword-only options at
+    the end (low-precision state, tests/test_torch_lowp.py)."""
     import inspect
+    lowp = [("state_dtype", "float32"), ("state_rounding", "nearest"), ("seed", 0)]
     for name in TORCH_NAMES:
         cls = getattr(fot, name)
         assert issubclass(cls, getattr(torch.optim, name))
-        assert inspect.signature(cls) == inspect.signature(getattr(torch.optim, name))
+        ours = list(inspect.signature(cls).parameters.values())
+        theirs = list(inspect.signature(getattr(torch.optim, name)).parameters.values())
+        extra = lowp if name in ("Adam", "AdamW") else []
+        assert ours[:len(theirs)] == theirs and len(ours) == len(theirs) + len(extra)
+        for p, (key, default) in zip(ours[len(theirs):], extra):
+            assert (p.name, p.default, p.kind) == (key, default, p.KEYWORD_ONLY)
 
 
 # -- flatten_ and the set_to_none trap -------------------------------------------

@@ -12,6 +12,10 @@ parameter groups, ``state_dict``; any lr scheduler works) whose ``step``
 runs fastopt's fused kernels directly on the tensors' memory.  ``Lion``
 (not in torch) is a torch.optim.Optimizer with lion-pytorch's arguments
 and the Keras/optax rule.
+``Adam`` and ``AdamW`` also take bfloat16 and float16 models (float32
+master weights in their state, the 16-bit parameter written in the same
+pass) and ``state_dtype="bfloat16"`` or ``"int8"`` (see _lowp and
+docs/low_precision.md).
 :func:`flatten_` puts a model's parameters and gradients into one buffer
 each, so a step is one kernel call.  :class:`ShardedOptimizer` keeps 1/N of
 such an optimizer's state on each of N MPI ranks (ZeRO stage 1; mpi4py is

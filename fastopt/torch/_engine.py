@@ -22,7 +22,7 @@ import fastopt
 from fastopt.torch._flatten import aligned_zeros, check_tensor, grad_view
 from fastopt.torch._hooks import hooked_step, wrapped
 from fastopt.torch._plan import (Guard, Plan, Run, adjacent, data_ptr_of, follows, grad_of,
-                                 span)
+                                 numpy_view, span)
 
 
 class FastoptOptimizer:
@@ -33,9 +33,10 @@ class FastoptOptimizer:
     A subclass sets ``_kernel`` (a fastopt functional kernel), ``_args``
     (the group keys the kernel reads, by the kernel's argument names;
     ``betas`` gives ``beta1`` and ``beta2``), ``_watch`` (other group keys
-    whose change re-checks the group), implements ``_state_specs(group)``; ``_scalars`` lists the per-parameter scalar
-    tensors torch keeps in the state (``"step"``; NAdam's ``"mu_product"``,
-    kept current by its ``_advance``)."""
+    whose change re-checks the group), implements ``_state_specs(group)``;
+    ``_scalars`` lists the per-parameter scalar tensors torch keeps in the
+    state (``"step"``; NAdam's ``"mu_product"``, kept current by its
+    ``_advance``)."""
 
     _kernel = None
     _args = ()
@@ -47,6 +48,8 @@ class FastoptOptimizer:
     _step_kw = True
     #: a subclass's update of its other scalars after the step counts (or None)
     _advance = None
+    _param_dtypes = (torch.float32,)   # Adam, AdamW: also bfloat16, float16 (_lowp)
+    _buffer_dtypes = {}                # state key -> its buffer's dtype if not float32
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -177,7 +180,7 @@ class FastoptOptimizer:
     def _check_param(self, p, group, gi, j):
         who = f"fastopt.torch.{type(self).__name__}"
         name = self._name(group, gi, j)
-        check_tensor(f"{who}: {name}", p)
+        check_tensor(f"{who}: {name}", p, self._param_dtypes)
         if not p.is_contiguous():
             raise ValueError(f"{who}: {name} is not contiguous; the kernels update it in place "
                              "as one block")
@@ -193,18 +196,12 @@ class FastoptOptimizer:
 
     def _prepare(self, plan, group, gi):
         """Check the group and rebuild or refresh its plan; returns the
-        group's hyperparameters and whether the bound kernels apply.  The
-        common case -- the same parameter memory, gradient objects,
-        hyperparameters and ``state`` as when the kernels were bound -- is
-        one look at each parameter and a few comparisons."""
+        group's hyperparameters and whether the bound kernels apply (while
+        they do, steps check the Guard instead: _step)."""
         params = group["params"]
         gids = list(map(id, map(grad_of, params)))
         ptrs = list(map(data_ptr_of, params))
         hp = self._hp_of(group)
-        if (gids == plan.bound_gids and hp == plan.bound_hp and ptrs == plan.ptrs
-                and self.state is plan.state):
-            plan.last_gids, plan.last_hp = gids, hp
-            return hp, True
         if hp != plan.hp:
             self._check_group(group, gi)
             if self._state_specs(group) != plan.specs:
@@ -322,8 +319,9 @@ class FastoptOptimizer:
             offsets.append(total)
             total += p.numel()
         plan.offsets = offsets
-        plan.buffers = {key: aligned_zeros(total, init) for key, _, init in specs}
-        plan.buffers_np = {key: buf.numpy() for key, buf in plan.buffers.items()}
+        plan.buffers = {key: aligned_zeros(total, init, self._buffer_dtypes.get(key, torch.float32))
+                        for key, _, init in specs}
+        plan.buffers_np = {key: numpy_view(buf) for key, buf in plan.buffers.items()}
         plan.scalars = {key: torch.full((len(params),), init, dtype=torch.float32)
                         for key, init in self._scalars}
         plan.scalars_np = {key: t.numpy() for key, t in plan.scalars.items()}

@@ -7,12 +7,13 @@ GRAD_VIEW = "_fastopt_grad_view"
 _ALIGN = 64
 
 
-def aligned_zeros(n, fill=0.0):
-    """A 1-D float32 CPU tensor of ``n`` elements filled with ``fill``, whose
-    first element is 64-byte aligned (the kernels' widest vector load)."""
-    extra = _ALIGN // 4
-    base = torch.empty(n + extra, dtype=torch.float32)
-    skip = (-base.data_ptr() % _ALIGN) // 4
+def aligned_zeros(n, fill=0.0, dtype=torch.float32):
+    """A 1-D CPU tensor of ``n`` elements of ``dtype`` filled with ``fill``,
+    whose first element is 64-byte aligned (the kernels' widest vector load)."""
+    size = torch.empty(0, dtype=dtype).element_size()
+    extra = _ALIGN // size
+    base = torch.empty(n + extra, dtype=dtype)
+    skip = (-base.data_ptr() % _ALIGN) // size
     flat = base[skip:skip + n]
     flat.fill_(fill)
     return flat
@@ -28,8 +29,8 @@ def grad_view(p):
 
 
 class FlatBuffers:
-    """What :func:`flatten_` made: ``params`` and ``grads``, two 1-D float32
-    tensors whose consecutive slices are the parameters' data and gradients
+    """What :func:`flatten_` made: ``params`` and ``grads``, two 1-D tensors
+    of the parameters' dtype whose consecutive slices are the parameters' data and gradients
     (in the order of ``names``)."""
 
     def __init__(self, params, grads, names):
@@ -63,18 +64,29 @@ def _collect(module_or_params):
     return out
 
 
-def check_tensor(name, p):
-    """TypeError naming ``name`` unless ``p`` is a dense float32 CPU tensor."""
+#: the parameter dtypes fastopt.torch's Adam and AdamW take (float32 master weights)
+LOW_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def check_tensor(name, p, dtypes=(torch.float32,)):
+    """TypeError naming ``name`` unless ``p`` is a dense CPU tensor of one of
+    ``dtypes``."""
     if p.device.type != "cpu":
         raise TypeError(f"{name} is on {p.device}; fastopt.torch updates CPU tensors")
-    if p.dtype != torch.float32:
-        raise TypeError(f"{name} has dtype {p.dtype}; fastopt.torch needs float32")
+    if p.dtype not in dtypes:
+        names = " or ".join(str(d).replace("torch.", "") for d in dtypes)
+        more = "" if len(dtypes) > 1 else " (bfloat16 and float16 parameters: Adam, AdamW)"
+        raise TypeError(f"{name} has dtype {p.dtype}; fastopt.torch needs {names}{more}")
     if p.layout != torch.strided:
         raise TypeError(f"{name} has layout {p.layout}; it must be dense")
 
 
-def _check(name, p):
-    check_tensor(f"flatten_: {name}", p)
+def _check(name, p, dtype):
+    check_tensor(f"flatten_: {name}", p, LOW_DTYPES)
+    if p.dtype != dtype:
+        raise TypeError(f"flatten_: {name} has dtype {p.dtype}, the first parameter {dtype}; "
+                        "the buffers have one dtype: flatten_ each dtype's parameters "
+                        "separately (flatten_(list_of_parameters))")
     if not p.is_leaf:
         raise ValueError(f"flatten_: {name} is not a leaf tensor")
     if p.grad is not None and p.grad.layout != torch.strided:
@@ -86,8 +98,11 @@ def flatten_(module_or_params):
     """Move parameters and their gradients into one buffer each, in place.
 
     ``module_or_params`` is an ``nn.Module`` (its ``parameters()``) or an
-    iterable of parameters: CPU, float32, dense leaf tensors.  Two buffers of
-    the total size are allocated, 64-byte aligned; each parameter's values
+    iterable of parameters: CPU, dense leaf tensors, all float32, all
+    bfloat16 or all float16 (the dtypes fastopt.torch's Adam and AdamW take;
+    a model that mixes dtypes is rejected: call ``flatten_`` once per dtype,
+    on a list of its parameters).  Two buffers of the total size and the
+    parameters' dtype are allocated, 64-byte aligned; each parameter's values
     are copied into its slice of the first and ``p.data`` becomes that slice
     (the ``Parameter`` object stays the same, so optimizers, ``state_dict``
     and hooks still refer to it).  ``p.grad`` becomes the matching slice of
@@ -110,11 +125,12 @@ def flatten_(module_or_params):
     Returns a :class:`FlatBuffers` holding the two buffers.
     """
     pairs = _collect(module_or_params)
+    dtype = pairs[0][1].dtype
     for name, p in pairs:
-        _check(name, p)
+        _check(name, p, dtype)
     total = sum(p.numel() for _, p in pairs)
-    flat_p = aligned_zeros(total)
-    flat_g = aligned_zeros(total)
+    flat_p = aligned_zeros(total, dtype=dtype)
+    flat_g = aligned_zeros(total, dtype=dtype)
     offset = 0
     for _, p in pairs:
         n = p.numel()

@@ -14,6 +14,7 @@ import torch
 import fastopt
 from fastopt._validate import check_bool, check_number
 from fastopt.torch._engine import FastoptOptimizer
+from fastopt.torch._lowp import LowPrecision, with_options
 
 _DOC = """{torch_name} with fastopt's fused CPU kernel (``fastopt.{kernel}``).
 
@@ -71,7 +72,7 @@ class RMSprop(FastoptOptimizer, torch.optim.RMSprop):
         return specs
 
 
-class Adam(FastoptOptimizer, torch.optim.Adam):
+class Adam(LowPrecision, FastoptOptimizer, torch.optim.Adam):
     _kernel = staticmethod(fastopt.adam_)
     _args = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
              "decoupled_weight_decay")
@@ -87,6 +88,10 @@ class Adam(FastoptOptimizer, torch.optim.Adam):
 
 class AdamW(Adam, torch.optim.AdamW):
     pass
+
+
+with_options(Adam, torch.optim.Adam)
+with_options(AdamW, torch.optim.AdamW)
 
 
 class NAdam(FastoptOptimizer, torch.optim.NAdam):
@@ -195,6 +200,28 @@ _doc(AdamW, "adam_ with decoupled_weight_decay=True", "capturable and differenti
 _doc(NAdam, "nadam_", "capturable and differentiable")
 _doc(Adamax, "adamax_", "capturable and differentiable")
 _doc(Adadelta, "adadelta_", "capturable and differentiable")
+_LOWP_DOC = """
+fastopt's own options (keyword-only; see docs/low_precision.md):
+
+* bfloat16 and float16 parameters (``model.to(torch.bfloat16)``) get float32
+  master weights, ``state[p]["master_param"]``, made from the parameter
+  when its state is created: each step reads the 16-bit gradient, updates
+  the float32 master and moments and writes the master rounded to nearest
+  even into the parameter, in one pass (DeepSpeed's / apex's master-weights
+  pattern).  The result is bit for bit this optimizer run on float32 copies
+  of the parameters fed ``grad.float()``, then ``p.copy_(master)``.  Not
+  with ``amsgrad``.  A 16-bit parameter's values changed outside the
+  optimizer are overwritten from its master at the next step: delete
+  ``state[p]["master_param"]`` to remake it from the parameter.
+* ``state_dtype="bfloat16"``: both moments as torch.bfloat16 (rounded to
+  nearest even, or ``state_rounding="stochastic"`` from ``seed``);
+  ``"int8"``: 8-bit block-wise moments (torch.uint8 codes) and
+  ``state["state_scales"]`` (float32 block scales).  Not with ``amsgrad``.
+  ``state_dict`` holds them in that format; ``load_state_dict`` accepts
+  only state of this optimizer's format.
+"""
+Adam.__doc__ += _LOWP_DOC
+AdamW.__doc__ += _LOWP_DOC
 NAdam.__doc__ += """
 ``state["mu_product"]`` (torch's float32 product of the momentum
 schedule) is kept and advanced as torch does, so checkpoints move both

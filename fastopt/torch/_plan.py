@@ -6,6 +6,7 @@ from operator import attrgetter, is_
 import torch
 
 from fastopt._kernels import unchanged
+from fastopt.optim._lowp import bfloat16
 
 #: the largest step count float32 holds exactly (torch's count stalls there)
 _EXACT_STEPS = 2 ** 24
@@ -13,17 +14,28 @@ grad_of = attrgetter("grad")
 data_ptr_of = torch.Tensor.data_ptr
 
 
+def numpy_view(t):
+    """A NumPy view (no copy) of a CPU tensor; bfloat16, which has no
+    ``.numpy()``, is seen as int16 and viewed as ml_dtypes.bfloat16 (imported
+    only then)."""
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(bfloat16())
+    return t.numpy()
+
+
 def span(t, n):
-    """A NumPy view of ``n`` float32 elements of ``t``'s storage from ``t``'s first."""
-    base = torch.empty(0, dtype=torch.float32)
+    """A NumPy view of ``n`` elements of ``t``'s storage from ``t``'s first."""
+    base = torch.empty(0, dtype=t.dtype)
     base.set_(t.untyped_storage(), t.storage_offset(), (n,))
-    return base.numpy()
+    return numpy_view(base)
 
 
 def follows(a, b):
-    """True if ``b``'s memory starts where ``a``'s ends, in the same storage."""
+    """True if ``b``'s memory starts where ``a``'s ends, in the same storage
+    (and they have one dtype)."""
     return (a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-            and a.data_ptr() + 4 * a.numel() == b.data_ptr())
+            and a.data_ptr() + a.element_size() * a.numel() == b.data_ptr()
+            and a.dtype == b.dtype)
 
 
 def adjacent(views):
