@@ -64,6 +64,9 @@ class ShardedOptimizer:
         if not isinstance(flat, FlatBuffers):
             raise TypeError(f"flat must be the FlatBuffers fastopt.torch.flatten_ returned, "
                             f"got {type(flat).__name__}")
+        if flat.params.dtype != torch.float32:
+            raise TypeError(f"flat.params has dtype {flat.params.dtype}; the sharded optimizer "
+                            "takes float32 models (the collectives sum float32)")
         self.layout = _layout(optimizer, flat)     # checked before MPI is started
         self.comm = world(comm)
         self.optimizer, self.flat = optimizer, flat
