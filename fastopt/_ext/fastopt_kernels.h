@@ -299,6 +299,15 @@ FO_INLINE uint32_t fo_sr_half(uint32_t key, ptrdiff_t i, const int k, const int 
     return (fo_sr_bits(key ^ ((uint32_t)(k / 2) * 0x9e3779b9u), i) >> (16 * (k & 1))) & 0xffffu;
 }
 
+/* c ? a : b for a flag c that is the same for every element.  In a loop
+ * over float32 buffers GCC unswitches a ?: on such a flag (one vector loop
+ * per value); with 16-bit loads or stores in the loop it turned the ?: into
+ * a branch instead, and the loop stayed scalar, so there (`bits`, a
+ * constant) it is a select on the bits (fo_self): both sides computed. */
+FO_INLINE float fo_pick(int c, float a, float b, const int bits) {
+    return bits ? fo_self(c != 0, a, b) : (c ? a : b);
+}
+
 /* A buffer that fo_ahead may prefetch: the float32 ones (it counts in floats). */
 FO_INLINE const float *fo_f32_stream(const void *x, int fmt) {
     return fmt == FO_F32 ? (const float *)x : NULL;
@@ -357,15 +366,16 @@ FO_INLINE int fo_sgd_body(const fo_sgd_args *a, float *restrict P,
                 c = a->c, nd = a->nd, s = a->s;
     const int has_wd = a->has_wd, first = a->first, nesterov = a->nesterov;
     const uint32_t key = a->key;
+    const int bits = gf != FO_F32 || sf != FO_F32; /* see fo_pick */
     for (ptrdiff_t i = lo; i < hi; i++) {
         const float g = fo_load(G, i, gf);
         const float p = P[i] * p_scale;
         float d = gscale * g;
-        d = has_wd ? d + wd * p : d;
+        d = fo_pick(has_wd, d + wd * p, d, bits);
         if (has_buf) {
-            const float b = first ? d : mu * fo_load(B, i, sf) + c * d;
+            const float b = fo_pick(first, d, mu * fo_load(B, i, sf) + c * d, bits);
             fo_store_state(B, i, b, sf, fo_sr_half(key, i, 0, sf));
-            const float u = nesterov ? mu * b + nd * d : b;
+            const float u = fo_pick(nesterov, mu * b + nd * d, b, bits);
             P[i] = p + s * u;
         } else {
             P[i] = p + s * d;
@@ -419,14 +429,15 @@ FO_INLINE int fo_adagrad_body(const fo_adagrad_args *a, float *restrict P,
                 eps = a->eps, neg_clr = a->neg_clr;
     const int has_wd = a->has_wd, eps_inside = a->eps_inside;
     const uint32_t key = a->key;
+    const int bits = gf != FO_F32 || sf != FO_F32; /* see fo_pick */
     for (ptrdiff_t i = lo; i < hi; i++) {
         const float g = fo_load(G, i, gf);
         const float p = P[i] * p_scale;
         float d = gscale * g;
-        d = has_wd ? d + wd * p : d;
+        d = fo_pick(has_wd, d + wd * p, d, bits);
         const float s = fo_load(S, i, sf) + d * d;
         fo_store_state(S, i, s, sf, fo_sr_half(key, i, 0, sf));
-        const float den = eps_inside ? sqrtf(s + eps) : sqrtf(s) + eps;
+        const float den = fo_pick(eps_inside, sqrtf(s + eps), sqrtf(s) + eps, bits);
         P[i] = p + neg_clr * (d / den);
     }
     return 0;
@@ -479,11 +490,13 @@ FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, float *restrict P,
                 mu = a->mu, c = a->c, s = a->s, a_c = a->a_c;
     const int has_wd = a->has_wd, eps_inside = a->eps_inside, a_from_d = a->a_from_d;
     const uint32_t key = a->key;
+    /* see fo_pick; centred with momentum, the float32 loop stayed scalar too */
+    const int bits = gf != FO_F32 || sf != FO_F32 || (has_buf && centered);
     for (ptrdiff_t i = lo; i < hi; i++) {
         const float g = fo_load(G, i, gf);
         const float p = P[i] * p_scale;
         float d = gscale * g;
-        d = has_wd ? d + wd * p : d;
+        d = fo_pick(has_wd, d + wd * p, d, bits);
         const float v = alpha * fo_load(V, i, sf) + one_m_alpha * (d * d);
         fo_store_state(V, i, v, sf, fo_sr_half(key, i, 0, sf));
         float w = v;
@@ -492,7 +505,7 @@ FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, float *restrict P,
             fo_store_state(A, i, ga, sf, fo_sr_half(key, i, 2, sf));
             w = v - ga * ga;
         }
-        const float den = eps_inside ? sqrtf(w + eps) : sqrtf(w) + eps;
+        const float den = fo_pick(eps_inside, sqrtf(w + eps), sqrtf(w) + eps, bits);
         const float step = d / den;
         if (has_buf) {
             const float b = mu * fo_load(B, i, sf) + c * step;
