@@ -58,14 +58,19 @@ def _buffer_names(kernel):
 
 BUFFER_CASES = [(k, b) for k in KERNELS for b in _buffer_names(k)]
 # The buffers that take other dtypes than float32 (low precision, issue 21).
-_LOW_PRECISION = {"grad": "float32, float16 or bfloat16",
-                  "exp_avg": "float32, bfloat16 or uint8",
-                  "exp_avg_sq": "float32, bfloat16 or uint8"}
+_GRAD, _BF16 = "float32, float16 or bfloat16", "float32 or bfloat16"
+_ADAM_LOW = {"grad": _GRAD, "exp_avg": "float32, bfloat16 or uint8",
+             "exp_avg_sq": "float32, bfloat16 or uint8"}
+_LOW_PRECISION = {"adam_": _ADAM_LOW, "adamw_": _ADAM_LOW,
+                  "sgd_": {"grad": _GRAD, "momentum_buf": _BF16},
+                  "adagrad_": {"grad": _GRAD, "state_sum": _BF16},
+                  "rmsprop_": {"grad": _GRAD, "square_avg": _BF16, "momentum_buf": _BF16,
+                               "grad_avg": _BF16}}
 
 
 def _dtypes(kernel, name):
     """The dtypes the message names for buffer ``name`` of ``kernel``."""
-    return _LOW_PRECISION.get(name, "float32") if kernel in ("adam_", "adamw_") else "float32"
+    return _LOW_PRECISION[kernel].get(name, "float32")
 
 
 def _not_an_array(kernel, name, got):

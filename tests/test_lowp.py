@@ -25,10 +25,6 @@ def _data(rng, n, grad_dtype, state):
     return p, g, m, v
 
 
-def _same(a, b):
-    np.testing.assert_array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
-
-
 @pytest.mark.parametrize("grad_dtype", GRADS, ids=["g32", "g16", "gbf16"])
 @pytest.mark.parametrize("state,rounding", [("float32", "nearest"), ("bfloat16", "nearest"),
                                             ("bfloat16", "stochastic")])
@@ -47,7 +43,7 @@ def test_adam_matches_the_oracle_bit_for_bit(grad_dtype, state, rounding, copy, 
         fastopt.adam_(p, g, m, v, step=step, rounding=rounding, seed=7, param_copy=pc, **hyper)
         for got, exp in zip((p, m, v, pc), want):
             if exp is not None:
-                _same(got, exp)
+                lowp.same(got, exp)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, BF16], ids=["f16", "bf16"])
@@ -65,7 +61,7 @@ def test_every_16_bit_gradient_is_widened_exactly(dtype):
     want[np.abs(want) < np.finfo(np.float32).tiny] = 0.0
     nan = np.isnan(want)
     assert np.array_equal(np.isnan(m), nan)
-    _same(m[~nan], want[~nan])
+    lowp.same(m[~nan], want[~nan])
 
 
 def _float32_patterns(rng, n):
@@ -86,7 +82,7 @@ def _same_rounding(got, want, x):
     assert np.isnan(got[nan].astype(np.float32)).all()
     tiny = np.abs(x) < np.finfo(np.float32).tiny
     keep = ~nan & ~tiny
-    _same(got[keep], want[keep])
+    lowp.same(got[keep], want[keep])
     assert (got[tiny & ~nan].astype(np.float32) == 0).all()
 
 
@@ -123,36 +119,10 @@ def _run_all(n, grad_dtype, rounding, steps=3):
     return p, m, v, pc
 
 
-def _long():
-    """A length on which the kernels prefetch and split between threads."""
-    info = _kernels.build_info()
-    return 2 * max(info["prefetch_min_elements"], info["parallel_min_elements"]) + 77
-
-
-def _every_variant_and_thread_count(run):
-    """run()'s arrays under every SIMD variant, on 1 and 2 OpenMP threads,
-    checked equal bit for bit; returns the first."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    levels = _kernels.simd_levels()
-    results = []
-    try:
-        for level in levels:
-            _kernels.set_simd_level(level)
-            for threads in (1, 2):
-                with threadpoolctl.threadpool_limits(limits=threads, user_api="openmp"):
-                    results.append(run())
-    finally:
-        _kernels.set_simd_level(levels[-1])
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            _same(a, b)
-    return results[0]
-
-
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 def test_simd_variants_and_thread_counts_give_the_same_bits(rounding):
-    n = _long()
-    results = _every_variant_and_thread_count(lambda: _run_all(n, BF16, rounding))
+    n = lowp.long_length()
+    results = lowp.every_variant_and_thread_count(lambda: _run_all(n, BF16, rounding))
     # and the oracle on the whole long buffer
     rng = np.random.default_rng(5)
     p, g, m, v = _data(rng, n, BF16, "bfloat16")
@@ -160,7 +130,7 @@ def test_simd_variants_and_thread_counts_give_the_same_bits(rounding):
         p, m, v, pc = lowp.adam(p, g, m, v, step=step, state="bfloat16", rounding=rounding,
                                 seed=11, copy=BF16)
     for a, b in zip(results, (p, m, v, pc)):
-        _same(a, b)
+        lowp.same(a, b)
 
 
 def test_stochastic_rounding_is_unbiased():
@@ -190,7 +160,7 @@ def test_stochastic_rounding_is_unbiased():
 def test_stochastic_rounding_depends_on_seed_and_step():
     a = _run_all(5000, np.float32, "stochastic", steps=1)
     b = _run_all(5000, np.float32, "stochastic", steps=1)
-    _same(a[1], b[1])
+    lowp.same(a[1], b[1])
     rng = np.random.default_rng(5)
     p, g, m, v = _data(rng, 5000, np.float32, "bfloat16")
     fastopt.adam_(p, g, m, v, step=1, rounding="stochastic", seed=12)
@@ -204,7 +174,7 @@ def test_skip_nonfinite_reads_16_bit_gradients():
         before = [x.copy() for x in (p, m, v)]
         assert fastopt.adam_(p, g, m, v, step=1, skip_nonfinite=True) is True
         for a, b in zip((p, m, v), before):
-            _same(a, b)
+            lowp.same(a, b)
         g[17] = 1
         assert fastopt.adam_(p, g, m, v, step=1, skip_nonfinite=True) is False
         assert fastopt.all_finite(g)
@@ -214,25 +184,8 @@ def test_bound_update_takes_the_formats_and_notices_a_retype():
     rng = np.random.default_rng(4)
     p, g, m, v = _data(rng, 300, BF16, "bfloat16")
     pc = np.zeros(300, np.float16)
-    p2, g2, m2, v2, pc2 = p.copy(), g.copy(), m.copy(), v.copy(), pc.copy()
-    update = fastopt.bind(fastopt.adamw_, p, g, m, v, param_copy=pc, rounding="stochastic",
-                          seed=3)
-    for t in (1, 2):
-        update(t)
-        fastopt.adamw_(p2, g2, m2, v2, step=t, param_copy=pc2, rounding="stochastic", seed=3)
-    for a, b in zip((p, m, v, pc), (p2, m2, v2, pc2)):
-        _same(a, b)
-    m.dtype = np.float16
-    with pytest.raises(ValueError, match="no longer"):
-        update(3)
-
-
-def _rejected(call, exc, match, *arrays):
-    before = [a.copy() for a in arrays]
-    with pytest.raises(exc, match=match):
-        call()
-    for a, b in zip(arrays, before):
-        _same(a, b)
+    lowp.bound_is_the_kernel(fastopt.adamw_, [p, g, m, v], dict(param_copy=pc),
+                             dict(rounding="stochastic", seed=3), m)
 
 
 def test_hostile_inputs_are_rejected_and_write_nothing():
@@ -240,42 +193,42 @@ def test_hostile_inputs_are_rejected_and_write_nothing():
     p, g, m, v = _data(rng, 64, np.float32, "bfloat16")
     bufs = (p, m, v)
     adam = fastopt.adam_
-    _rejected(lambda: adam(p, g.astype(np.float64), m, v, step=1), TypeError,
+    lowp.rejected(lambda: adam(p, g.astype(np.float64), m, v, step=1), TypeError,
               "grad must have dtype float32, float16 or bfloat16", *bufs)
-    _rejected(lambda: adam(p, g.view(np.int32), m, v, step=1), TypeError, "grad", *bufs)
-    _rejected(lambda: adam(p, g.astype(np.float16).view(np.uint16), m, v, step=1), TypeError,
+    lowp.rejected(lambda: adam(p, g.view(np.int32), m, v, step=1), TypeError, "grad", *bufs)
+    lowp.rejected(lambda: adam(p, g.astype(np.float16).view(np.uint16), m, v, step=1), TypeError,
               "grad must have dtype", *bufs)
-    _rejected(lambda: adam(p, g, m.astype(np.float16), v.astype(np.float16), step=1),
+    lowp.rejected(lambda: adam(p, g, m.astype(np.float16), v.astype(np.float16), step=1),
               TypeError, "exp_avg must have dtype float32, bfloat16 or uint8", *bufs)
-    _rejected(lambda: adam(p, g, m, v.astype(np.float32), step=1), TypeError,
+    lowp.rejected(lambda: adam(p, g, m, v.astype(np.float32), step=1), TypeError,
               "share one dtype", *bufs)
-    _rejected(lambda: adam(p.astype(BF16), g, m, v, step=1), TypeError,
+    lowp.rejected(lambda: adam(p.astype(BF16), g, m, v, step=1), TypeError,
               "param must have dtype float32", *bufs)
-    _rejected(lambda: adam(p, g[:63], m, v, step=1), ValueError, "grad has 63", *bufs)
-    _rejected(lambda: adam(p, g, m[:60], v, step=1), ValueError, "exp_avg has 60", *bufs)
-    _rejected(lambda: adam(p, g, m, v, step=1, param_copy=np.zeros(63, BF16)), ValueError,
+    lowp.rejected(lambda: adam(p, g[:63], m, v, step=1), ValueError, "grad has 63", *bufs)
+    lowp.rejected(lambda: adam(p, g, m[:60], v, step=1), ValueError, "exp_avg has 60", *bufs)
+    lowp.rejected(lambda: adam(p, g, m, v, step=1, param_copy=np.zeros(63, BF16)), ValueError,
               "param_copy has 63", *bufs)
-    _rejected(lambda: adam(p, g, m, v, step=1, param_copy=np.zeros(64, np.float32)),
+    lowp.rejected(lambda: adam(p, g, m, v, step=1, param_copy=np.zeros(64, np.float32)),
               TypeError, "param_copy must have dtype bfloat16 or float16", *bufs)
     ro = np.zeros(64, BF16)
     ro.flags.writeable = False
-    _rejected(lambda: adam(p, g, m, v, step=1, param_copy=ro), ValueError, "read-only", *bufs)
-    _rejected(lambda: adam(p, g, m, v, step=1, param_copy=p.view(BF16)[:64]), ValueError,
+    lowp.rejected(lambda: adam(p, g, m, v, step=1, param_copy=ro), ValueError, "read-only", *bufs)
+    lowp.rejected(lambda: adam(p, g, m, v, step=1, param_copy=p.view(BF16)[:64]), ValueError,
               "share memory", *bufs)
-    _rejected(lambda: adam(p, g, m, v, step=1, rounding="up"), ValueError, "rounding", *bufs)
-    _rejected(lambda: adam(p, g, m, v, step=1, rounding=None), TypeError, "rounding", *bufs)
-    _rejected(lambda: adam(p, g, m, v, step=1, seed=-1), ValueError, "seed", *bufs)
-    _rejected(lambda: adam(p, g, m, v, step=1, seed=2**32), ValueError, "seed", *bufs)
-    _rejected(lambda: adam(p, g, m, v, step=1, seed=1.5), TypeError, "seed", *bufs)
+    lowp.rejected(lambda: adam(p, g, m, v, step=1, rounding="up"), ValueError, "rounding", *bufs)
+    lowp.rejected(lambda: adam(p, g, m, v, step=1, rounding=None), TypeError, "rounding", *bufs)
+    lowp.rejected(lambda: adam(p, g, m, v, step=1, seed=-1), ValueError, "seed", *bufs)
+    lowp.rejected(lambda: adam(p, g, m, v, step=1, seed=2**32), ValueError, "seed", *bufs)
+    lowp.rejected(lambda: adam(p, g, m, v, step=1, seed=1.5), TypeError, "seed", *bufs)
     vmax = np.zeros(64, np.float32)
-    _rejected(lambda: adam(p, g, m, v, step=1, amsgrad=True, max_exp_avg_sq=vmax), ValueError,
+    lowp.rejected(lambda: adam(p, g, m, v, step=1, amsgrad=True, max_exp_avg_sq=vmax), ValueError,
               "amsgrad=True needs", *bufs, vmax)
     m32, v32 = m.astype(np.float32), v.astype(np.float32)
-    _rejected(lambda: adam(p, g, m32, v32, step=1, rounding="stochastic"), ValueError,
+    lowp.rejected(lambda: adam(p, g, m32, v32, step=1, rounding="stochastic"), ValueError,
               "stochastic", p, m32, v32)
     strided = np.zeros(128, BF16)[::2]
-    _rejected(lambda: adam(p, strided, m, v, step=1), ValueError, "C-contiguous", *bufs)
-    _rejected(lambda: fastopt.all_finite(np.zeros(3, np.int16)), TypeError, "x must have")
+    lowp.rejected(lambda: adam(p, strided, m, v, step=1), ValueError, "C-contiguous", *bufs)
+    lowp.rejected(lambda: fastopt.all_finite(np.zeros(3, np.int16)), TypeError, "x must have")
 
 
 # 8-bit block-wise state ------------------------------------------------------
@@ -309,7 +262,7 @@ def test_adam_8_bit_state_matches_the_oracle_bit_for_bit(grad_dtype, copy):
         fastopt.adam_(p, g, m, v, step=step, state_scales=s, param_copy=pc, **hyper)
         for got, exp in zip((p, m, v, pc, s), want):
             if exp is not None:
-                _same(got, exp)
+                lowp.same(got, exp)
         g = rng.standard_normal(n).astype(np.float32).astype(grad_dtype)
 
 
@@ -327,7 +280,7 @@ def test_8_bit_codes_keep_the_moments_to_one_part_in_16():
 
 
 def test_8_bit_state_is_the_same_for_every_variant_and_thread_count():
-    n = _long()
+    n = lowp.long_length()
 
     def run():
         p, g, m, v, s = _q8_data(np.random.default_rng(10), n, BF16)
@@ -335,7 +288,7 @@ def test_8_bit_state_is_the_same_for_every_variant_and_thread_count():
             fastopt.adam_(p, g, m, v, step=step, state_scales=s)
         return p, m, v, s
 
-    _every_variant_and_thread_count(run)
+    lowp.every_variant_and_thread_count(run)
 
 
 def test_8_bit_hostile_inputs_are_rejected_and_write_nothing():
@@ -344,23 +297,23 @@ def test_8_bit_hostile_inputs_are_rejected_and_write_nothing():
     fastopt.adam_(p, g, m, v, step=1, state_scales=s)
     bufs = (p, m, v, s)
     adam = fastopt.adam_
-    _rejected(lambda: adam(p, g, m, v, step=2), ValueError, "state_scales is required", *bufs)
-    _rejected(lambda: adam(p, g, m, v, step=2, state_scales=s[:-1]), ValueError,
+    lowp.rejected(lambda: adam(p, g, m, v, step=2), ValueError, "state_scales is required", *bufs)
+    lowp.rejected(lambda: adam(p, g, m, v, step=2, state_scales=s[:-1]), ValueError,
               "state_scales has 5 elements, expected 6", *bufs)
-    _rejected(lambda: adam(p, g, m, v, step=2, state_scales=s.astype(np.float64)), TypeError,
+    lowp.rejected(lambda: adam(p, g, m, v, step=2, state_scales=s.astype(np.float64)), TypeError,
               "state_scales must have dtype float32", *bufs)
     for bad in (np.nan, np.inf, -1.0):
         s2 = s.copy()
         s2[4] = bad
-        _rejected(lambda: adam(p, g, m, v, step=2, state_scales=s2), ValueError,
+        lowp.rejected(lambda: adam(p, g, m, v, step=2, state_scales=s2), ValueError,
                   "not finite and >= 0", *bufs, s2)
-    _rejected(lambda: adam(p, g, m, v.view(np.int8), step=2, state_scales=s), TypeError,
+    lowp.rejected(lambda: adam(p, g, m, v.view(np.int8), step=2, state_scales=s), TypeError,
               "exp_avg_sq must have dtype", *bufs)
-    _rejected(lambda: adam(p, g, m, v, step=2, state_scales=s, rounding="stochastic"),
+    lowp.rejected(lambda: adam(p, g, m, v, step=2, state_scales=s, rounding="stochastic"),
               ValueError, "stochastic", *bufs)
     p[:6] = np.abs(p[:6])  # valid scales, but param's memory
-    _rejected(lambda: adam(p, g, m, v, step=2, state_scales=p[:6]), ValueError,
+    lowp.rejected(lambda: adam(p, g, m, v, step=2, state_scales=p[:6]), ValueError,
               "share memory", *bufs)
     m32, v32 = np.zeros(n, np.float32), np.zeros(n, np.float32)
-    _rejected(lambda: adam(p, g, m32, v32, step=2, state_scales=s), ValueError,
+    lowp.rejected(lambda: adam(p, g, m32, v32, step=2, state_scales=s), ValueError,
               "only for 8-bit", *bufs)

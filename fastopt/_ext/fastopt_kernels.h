@@ -289,6 +289,48 @@ FO_INLINE void fo_store_copy(void *X, ptrdiff_t i, float x, const int fmt) {
         ((uint16_t *)X)[i] = fo_bf16_rne(x);
 }
 
+/* The 16 random bits that round state buffer k (0, 1, 2: the rule's state
+ * buffers in order) of element i when it is stored stochastically (fmt
+ * FO_BF16_SR); 0 for another format.  The low, then the high half of
+ * fo_sr_bits, with the key changed for k >= 2: Adam's exp_avg (k = 0) and
+ * exp_avg_sq (k = 1) take the same halves of the same hash. */
+FO_INLINE uint32_t fo_sr_half(uint32_t key, ptrdiff_t i, const int k, const int fmt) {
+    if (fmt != FO_BF16_SR) return 0u;
+    return (fo_sr_bits(key ^ ((uint32_t)(k / 2) * 0x9e3779b9u), i) >> (16 * (k & 1))) & 0xffffu;
+}
+
+/* c ? a : b for a flag c that is the same for every element.  In a loop
+ * over float32 buffers GCC unswitches a ?: on such a flag (one vector loop
+ * per value); with 16-bit loads or stores in the loop it turned the ?: into
+ * a branch instead, and the loop stayed scalar, so there (`bits`, a
+ * constant) it is a select on the bits (fo_self): both sides computed. */
+FO_INLINE float fo_pick(int c, float a, float b, const int bits) {
+    return bits ? fo_self(c != 0, a, b) : (c ? a : b);
+}
+
+/* A buffer that fo_ahead may prefetch: the float32 ones (it counts in floats). */
+FO_INLINE const float *fo_f32_stream(const void *x, int fmt) {
+    return fmt == FO_F32 ? (const float *)x : NULL;
+}
+
+/* RUN(GF, SF) with the gradient format c.gfmt and the state format
+ * (c.sfmt, c.stochastic) as compile-time constants: the low-precision
+ * dispatch of SGD, Adagrad and RMSprop (float32, or bfloat16 rounded to
+ * nearest even or stochastically; another sfmt, FO_NONE for a rule run
+ * without state, runs as float32). */
+#define FO_BY_GRAD(c, RUN, SF)                                                 \
+    do {                                                                       \
+        if ((c).gfmt == FO_F16) RUN(FO_F16, SF);                               \
+        else if ((c).gfmt == FO_BF16) RUN(FO_BF16, SF);                        \
+        else RUN(FO_F32, SF);                                                  \
+    } while (0)
+#define FO_BY_FORMATS(c, RUN)                                                  \
+    do {                                                                       \
+        if ((c).sfmt == FO_BF16 && (c).stochastic) FO_BY_GRAD(c, RUN, FO_BF16_SR); \
+        else if ((c).sfmt == FO_BF16) FO_BY_GRAD(c, RUN, FO_BF16);             \
+        else FO_BY_GRAD(c, RUN, FO_F32);                                       \
+    } while (0)
+
 /* ------------------------------------------------------------------------ */
 /* SGD, with momentum / Nesterov, in PyTorch's or Keras' form.
  *
@@ -302,28 +344,38 @@ FO_INLINE void fo_store_copy(void *X, ptrdiff_t i, float x, const int fmt) {
  *
  * PyTorch: c = 1 - dampening, nd = 1, s = -lr.
  * Keras:   c = -lr (velocity holds lr * gradient), nd = -lr, s = 1, never first.
+ *
+ * Low precision (as Adam's, see fo_load): g float32, float16 or bfloat16;
+ * the buffer float32 or bfloat16, stored rounded (nearest even, or
+ * stochastically with fo_sr_half(key, i, 0)) while this step's update uses
+ * its float32 value.
  */
 typedef struct {
-    float *p; const float *g; float *buf;
+    float *p; const void *g; void *buf;
     float p_scale, gscale, wd, mu, c, nd, s;
     int has_wd, first, nesterov;
+    int gfmt, sfmt, stochastic;       /* formats: see fo_load; FO_BY_FORMATS */
+    uint32_t key;                     /* fo_sr_key(seed, step), stochastic rounding */
 } fo_sgd_args;
 
 FO_INLINE int fo_sgd_body(const fo_sgd_args *a, float *restrict P,
-                          const float *restrict G, float *restrict B,
-                          ptrdiff_t lo, ptrdiff_t hi, const int has_buf) {
+                          const void *restrict G, void *restrict B,
+                          ptrdiff_t lo, ptrdiff_t hi, const int has_buf,
+                          const int gf, const int sf) {
     const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd, mu = a->mu,
                 c = a->c, nd = a->nd, s = a->s;
     const int has_wd = a->has_wd, first = a->first, nesterov = a->nesterov;
+    const uint32_t key = a->key;
+    const int bits = gf != FO_F32 || sf != FO_F32; /* see fo_pick */
     for (ptrdiff_t i = lo; i < hi; i++) {
-        const float g = G[i];
+        const float g = fo_load(G, i, gf);
         const float p = P[i] * p_scale;
         float d = gscale * g;
-        d = has_wd ? d + wd * p : d;
+        d = fo_pick(has_wd, d + wd * p, d, bits);
         if (has_buf) {
-            const float b = first ? d : mu * B[i] + c * d;
-            B[i] = b;
-            const float u = nesterov ? mu * b + nd * d : b;
+            const float b = fo_pick(first, d, mu * fo_load(B, i, sf) + c * d, bits);
+            fo_store_state(B, i, b, sf, fo_sr_half(key, i, 0, sf));
+            const float u = fo_pick(nesterov, mu * b + nd * d, b, bits);
             P[i] = p + s * u;
         } else {
             P[i] = p + s * d;
@@ -332,14 +384,19 @@ FO_INLINE int fo_sgd_body(const fo_sgd_args *a, float *restrict P,
     return 0;
 }
 
+#define FO_SGD_BUF(GF, SF) \
+    FO_BLOCKED(lo, hi, st, ns, fo_sgd_body(&c, c.p, c.g, c.buf, fo_b, fo_e, 1, GF, SF))
+#define FO_SGD_NOBUF(GF, SF) \
+    FO_BLOCKED(lo, hi, st, ns, fo_sgd_body(&c, c.p, c.g, c.buf, fo_b, fo_e, 0, GF, SF))
+
 FO_INLINE int fo_sgd_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
     const fo_sgd_args c = *(const fo_sgd_args *)v; /* see FO_BLOCKED */
-    const float *st[] = {c.p, c.g, c.buf};
+    const float *st[] = {c.p, fo_f32_stream(c.g, c.gfmt), fo_f32_stream(c.buf, c.sfmt)};
     const int ns = fo_pack(st, 3);
     if (c.buf)
-        FO_BLOCKED(lo, hi, st, ns, fo_sgd_body(&c, c.p, c.g, c.buf, fo_b, fo_e, 1));
+        FO_BY_FORMATS(c, FO_SGD_BUF);
     else
-        FO_BLOCKED(lo, hi, st, ns, fo_sgd_body(&c, c.p, c.g, c.buf, fo_b, fo_e, 0));
+        FO_BY_GRAD(c, FO_SGD_NOBUF, FO_F32);
     return 0;
 }
 
@@ -353,36 +410,47 @@ FO_INLINE int fo_sgd_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
  *
  * PyTorch: eps outside the root, neg_clr = -lr / (1 + (step - 1) lr_decay).
  * Keras:   eps inside the root.
+ *
+ * Low precision as SGD's: the sum float32 or bfloat16 (stored rounded,
+ * fo_sr_half(key, i, 0)); den uses the float32 sum.
  */
 typedef struct {
-    float *p; const float *g; float *sum;
+    float *p; const void *g; void *sum;
     float p_scale, gscale, wd, eps, neg_clr;
     int has_wd, eps_inside;
+    int gfmt, sfmt, stochastic;       /* formats: see fo_load; FO_BY_FORMATS */
+    uint32_t key;                     /* fo_sr_key(seed, step), stochastic rounding */
 } fo_adagrad_args;
 
 FO_INLINE int fo_adagrad_body(const fo_adagrad_args *a, float *restrict P,
-                              const float *restrict G, float *restrict S,
-                              ptrdiff_t lo, ptrdiff_t hi) {
+                              const void *restrict G, void *restrict S,
+                              ptrdiff_t lo, ptrdiff_t hi, const int gf, const int sf) {
     const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
                 eps = a->eps, neg_clr = a->neg_clr;
     const int has_wd = a->has_wd, eps_inside = a->eps_inside;
+    const uint32_t key = a->key;
+    const int bits = gf != FO_F32 || sf != FO_F32; /* see fo_pick */
     for (ptrdiff_t i = lo; i < hi; i++) {
-        const float g = G[i];
+        const float g = fo_load(G, i, gf);
         const float p = P[i] * p_scale;
         float d = gscale * g;
-        d = has_wd ? d + wd * p : d;
-        const float s = S[i] + d * d;
-        S[i] = s;
-        const float den = eps_inside ? sqrtf(s + eps) : sqrtf(s) + eps;
+        d = fo_pick(has_wd, d + wd * p, d, bits);
+        const float s = fo_load(S, i, sf) + d * d;
+        fo_store_state(S, i, s, sf, fo_sr_half(key, i, 0, sf));
+        const float den = fo_pick(eps_inside, sqrtf(s + eps), sqrtf(s) + eps, bits);
         P[i] = p + neg_clr * (d / den);
     }
     return 0;
 }
 
+#define FO_ADAGRAD_RUN(GF, SF) \
+    FO_BLOCKED(lo, hi, st, ns, fo_adagrad_body(&c, c.p, c.g, c.sum, fo_b, fo_e, GF, SF))
+
 FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
     const fo_adagrad_args c = *(const fo_adagrad_args *)v; /* see FO_BLOCKED */
-    const float *st[] = {c.p, c.g, c.sum};
-    FO_BLOCKED(lo, hi, st, 3, fo_adagrad_body(&c, c.p, c.g, c.sum, fo_b, fo_e));
+    const float *st[] = {c.p, fo_f32_stream(c.g, c.gfmt), fo_f32_stream(c.sum, c.sfmt)};
+    const int ns = fo_pack(st, 3);
+    FO_BY_FORMATS(c, FO_ADAGRAD_RUN);
     return 0;
 }
 
@@ -398,41 +466,50 @@ FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
  *
  * PyTorch: eps outside, c = 1, s = -lr.
  * Keras:   eps inside, c = lr, s = -1 with momentum (s = -lr without).
+ *
+ * Low precision as SGD's: v, b and a all float32 or all bfloat16, each
+ * stored rounded (stochastically with fo_sr_half(key, i, k), k = 0 for v,
+ * 1 for b, 2 for a) while this step uses their float32 values.
  */
 typedef struct {
-    float *p; const float *g; float *sq; float *buf; float *gavg;
+    float *p; const void *g; void *sq; void *buf; void *gavg;
     float p_scale, gscale, wd, alpha, one_m_alpha, eps, mu, c, s;
     float a_c;                        /* fo_lerp's c and from_b for the centred average */
     int has_wd, eps_inside, a_from_d;
+    int gfmt, sfmt, stochastic;       /* formats: see fo_load; FO_BY_FORMATS */
+    uint32_t key;                     /* fo_sr_key(seed, step), stochastic rounding */
 } fo_rmsprop_args;
 
 FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, float *restrict P,
-                              const float *restrict G, float *restrict V,
-                              float *restrict B, float *restrict A,
+                              const void *restrict G, void *restrict V,
+                              void *restrict B, void *restrict A,
                               ptrdiff_t lo, ptrdiff_t hi, const int has_buf,
-                              const int centered) {
+                              const int centered, const int gf, const int sf) {
     const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
                 alpha = a->alpha, one_m_alpha = a->one_m_alpha, eps = a->eps,
                 mu = a->mu, c = a->c, s = a->s, a_c = a->a_c;
     const int has_wd = a->has_wd, eps_inside = a->eps_inside, a_from_d = a->a_from_d;
+    const uint32_t key = a->key;
+    /* see fo_pick; centred with momentum, the float32 loop stayed scalar too */
+    const int bits = gf != FO_F32 || sf != FO_F32 || (has_buf && centered);
     for (ptrdiff_t i = lo; i < hi; i++) {
-        const float g = G[i];
+        const float g = fo_load(G, i, gf);
         const float p = P[i] * p_scale;
         float d = gscale * g;
-        d = has_wd ? d + wd * p : d;
-        const float v = alpha * V[i] + one_m_alpha * (d * d);
-        V[i] = v;
+        d = fo_pick(has_wd, d + wd * p, d, bits);
+        const float v = alpha * fo_load(V, i, sf) + one_m_alpha * (d * d);
+        fo_store_state(V, i, v, sf, fo_sr_half(key, i, 0, sf));
         float w = v;
         if (centered) {
-            const float ga = fo_lerp(A[i], d, a_c, a_from_d);
-            A[i] = ga;
+            const float ga = fo_lerp(fo_load(A, i, sf), d, a_c, a_from_d);
+            fo_store_state(A, i, ga, sf, fo_sr_half(key, i, 2, sf));
             w = v - ga * ga;
         }
-        const float den = eps_inside ? sqrtf(w + eps) : sqrtf(w) + eps;
+        const float den = fo_pick(eps_inside, sqrtf(w + eps), sqrtf(w) + eps, bits);
         const float step = d / den;
         if (has_buf) {
-            const float b = mu * B[i] + c * step;
-            B[i] = b;
+            const float b = mu * fo_load(B, i, sf) + c * step;
+            fo_store_state(B, i, b, sf, fo_sr_half(key, i, 1, sf));
             P[i] = p + s * b;
         } else {
             P[i] = p + s * step;
@@ -441,22 +518,27 @@ FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, float *restrict P,
     return 0;
 }
 
+#define FO_RMSPROP_RUN(HB, CE, GF, SF)                                              \
+    FO_BLOCKED(lo, hi, st, ns, fo_rmsprop_body(&c, c.p, c.g, c.sq, c.buf, c.gavg, \
+                                               fo_b, fo_e, HB, CE, GF, SF))
+#define FO_RMSPROP_11(GF, SF) FO_RMSPROP_RUN(1, 1, GF, SF)
+#define FO_RMSPROP_10(GF, SF) FO_RMSPROP_RUN(1, 0, GF, SF)
+#define FO_RMSPROP_01(GF, SF) FO_RMSPROP_RUN(0, 1, GF, SF)
+#define FO_RMSPROP_00(GF, SF) FO_RMSPROP_RUN(0, 0, GF, SF)
+
 FO_INLINE int fo_rmsprop_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
     const fo_rmsprop_args c = *(const fo_rmsprop_args *)v; /* see FO_BLOCKED */
-    const float *st[] = {c.p, c.g, c.sq, c.buf, c.gavg};
+    const float *st[] = {c.p, fo_f32_stream(c.g, c.gfmt), fo_f32_stream(c.sq, c.sfmt),
+                         fo_f32_stream(c.buf, c.sfmt), fo_f32_stream(c.gavg, c.sfmt)};
     const int ns = fo_pack(st, 5);
     if (c.buf && c.gavg)
-        FO_BLOCKED(lo, hi, st, ns, fo_rmsprop_body(&c, c.p, c.g, c.sq, c.buf, c.gavg,
-                                                   fo_b, fo_e, 1, 1));
+        FO_BY_FORMATS(c, FO_RMSPROP_11);
     else if (c.buf)
-        FO_BLOCKED(lo, hi, st, ns, fo_rmsprop_body(&c, c.p, c.g, c.sq, c.buf, c.gavg,
-                                                   fo_b, fo_e, 1, 0));
+        FO_BY_FORMATS(c, FO_RMSPROP_10);
     else if (c.gavg)
-        FO_BLOCKED(lo, hi, st, ns, fo_rmsprop_body(&c, c.p, c.g, c.sq, c.buf, c.gavg,
-                                                   fo_b, fo_e, 0, 1));
+        FO_BY_FORMATS(c, FO_RMSPROP_01);
     else
-        FO_BLOCKED(lo, hi, st, ns, fo_rmsprop_body(&c, c.p, c.g, c.sq, c.buf, c.gavg,
-                                                   fo_b, fo_e, 0, 0));
+        FO_BY_FORMATS(c, FO_RMSPROP_00);
     return 0;
 }
 

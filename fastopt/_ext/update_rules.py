@@ -133,6 +133,13 @@ class Rule(NamedTuple):
         states = [a for a in self.buffers if a.check == "state" and a.low_precision]
         return [(a, states[0]) for a in states[1:]]
 
+    def sets_format(self, arg):
+        """Whether low-precision buffer ``arg`` sets its format member: the
+        gradient, a copy, and of the state buffers the first (the others
+        must have its format, see shared_format_pairs, or be None)."""
+        states = [a for a in self.buffers if a.check == "state" and a.low_precision]
+        return arg.check != "state" or arg is states[0]
+
     @property
     def grad_format(self):
         """The C expression of the gradient's format code."""
@@ -187,12 +194,20 @@ MAXIMIZE = Arg("maximize", "False", "flag")
 DECOUPLED = Arg("decoupled_weight_decay", "False", "flag")
 WEIGHT_DECAY = Arg("weight_decay", "0.0", "nonneg")
 MOMENTUM = Arg("momentum", "0.0", "nonneg", "mu")
+# The gradient and state formats of the rules that take low precision:
+# gradients float16 / bfloat16 (widened exactly), state bfloat16 (rounded as
+# ``rounding`` says, with ``seed``) or, for Adam only, 8-bit.
+LOW_GRAD = GRAD._replace(formats=("float32", "float16", "bfloat16"))
+BF16_STATE = ("float32", "bfloat16")
+LOW_STATE = BF16_STATE + ("uint8",)
+ROUNDING = Arg("rounding", '"nearest"', "rounding")
+SEED = Arg("seed", "0", "seed")
 MOMENTUM_BUF = Arg("momentum_buf", "None", "state", "buf",
-                   when=("h.momentum != 0.0", "momentum != 0"))
+                   when=("h.momentum != 0.0", "momentum != 0"), formats=BF16_STATE)
 
 SGD = Rule(
     "sgd",
-    [PARAM, GRAD, MOMENTUM_BUF,
+    [PARAM, LOW_GRAD, MOMENTUM_BUF,
      KEYWORD_ONLY,
      Arg("lr", REQUIRED, "nonneg"),
      MOMENTUM,
@@ -201,31 +216,33 @@ SGD = Rule(
      WEIGHT_DECAY,
      MAXIMIZE,
      Arg("step", "1", "step"),
-     DECOUPLED, *COMMON_TAIL],
+     DECOUPLED, ROUNDING, SEED, *COMMON_TAIL],
     checks="convention lr momentum dampening weight_decay nesterov maximize grad_scale "
-           "skip_nonfinite decoupled_weight_decay step",
-    derived=("float c, nd, s", "int first"),
+           "skip_nonfinite decoupled_weight_decay step rounding seed",
+    derived=("float c, nd, s", "int first, gfmt, sfmt, stochastic", "unsigned int key"),
     extra="_sgd_nesterov(&h, momentum, dampening)",
+    extra_buffers='_stochastic_state(&a.stochastic, h.rounding, a.sfmt, "momentum_buf is")',
 )
 
 ADAGRAD = Rule(
     "adagrad",
-    [PARAM, GRAD, Arg("state_sum", REQUIRED, "state", "sum"),
+    [PARAM, LOW_GRAD, Arg("state_sum", REQUIRED, "state", "sum", formats=BF16_STATE),
      KEYWORD_ONLY,
      Arg("step", REQUIRED, "step"),
      Arg("lr", "1e-2", "nonneg"),
      Arg("lr_decay", "0.0", "nonneg"),
      WEIGHT_DECAY,
      Arg("eps", "1e-10", "nonneg", "eps"),
-     MAXIMIZE, DECOUPLED, *COMMON_TAIL],
+     MAXIMIZE, DECOUPLED, ROUNDING, SEED, *COMMON_TAIL],
     checks="convention step lr lr_decay weight_decay eps maximize grad_scale skip_nonfinite "
-           "decoupled_weight_decay",
-    derived=("float neg_clr", "int eps_inside"),
+           "decoupled_weight_decay rounding seed",
+    derived=("float neg_clr", "int eps_inside, gfmt, sfmt, stochastic", "unsigned int key"),
+    extra_buffers='_stochastic_state(&a.stochastic, h.rounding, a.sfmt, "state_sum is")',
 )
 
 RMSPROP = Rule(
     "rmsprop",
-    [PARAM, GRAD, Arg("square_avg", REQUIRED, "state", "sq"),
+    [PARAM, LOW_GRAD, Arg("square_avg", REQUIRED, "state", "sq", formats=BF16_STATE),
      KEYWORD_ONLY,
      Arg("lr", "1e-2", "nonneg"),
      Arg("alpha", "0.99", "unit_closed", "alpha"),
@@ -234,15 +251,15 @@ RMSPROP = Rule(
      MOMENTUM,
      MOMENTUM_BUF,
      Arg("centered", "False", "flag"),
-     Arg("grad_avg", "None", "state", "gavg", ("h.centered", "centered=True")),
-     MAXIMIZE, DECOUPLED, *COMMON_TAIL],
+     Arg("grad_avg", "None", "state", "gavg", ("h.centered", "centered=True"),
+         formats=BF16_STATE),
+     MAXIMIZE, DECOUPLED, Arg("step", "1", "step"), ROUNDING, SEED, *COMMON_TAIL],
     checks="convention lr alpha eps weight_decay momentum centered maximize grad_scale "
-           "skip_nonfinite decoupled_weight_decay",
-    derived=("float one_m_alpha, c, s, a_c", "int eps_inside, a_from_d"),
+           "skip_nonfinite decoupled_weight_decay step rounding seed",
+    derived=("float one_m_alpha, c, s, a_c",
+             "int eps_inside, a_from_d, gfmt, sfmt, stochastic", "unsigned int key"),
+    extra_buffers='_stochastic_state(&a.stochastic, h.rounding, a.sfmt, "square_avg is")',
 )
-
-LOW_GRAD = GRAD._replace(formats=("float32", "float16", "bfloat16"))
-LOW_STATE = ("float32", "bfloat16", "uint8")
 
 ADAM = Rule(
     "adam",
@@ -260,8 +277,7 @@ ADAM = Rule(
      Arg("max_exp_avg_sq", "None", "state", "vmax", ("h.amsgrad", "amsgrad=True")),
      Arg("param_copy", "None", "copy", "pcopy", formats=("bfloat16", "float16")),
      Arg("state_scales", "None", "scales", "scales"),
-     Arg("rounding", '"nearest"', "rounding"),
-     Arg("seed", "0", "seed"),
+     ROUNDING, SEED,
      MAXIMIZE, *COMMON_TAIL],
     checks="convention step lr beta1 beta2 eps weight_decay decoupled_weight_decay amsgrad "
            "rounding seed maximize grad_scale skip_nonfinite",
@@ -345,7 +361,8 @@ every ``w``, and so does ``convention='keras'``.
 SGD_DOC = """\
 SGD step, in place: ``param`` (and ``momentum_buf``) are updated.
 
-All arrays are float32, C-contiguous, with the same number of elements.
+All arrays are C-contiguous, with the same number of elements; float32
+unless the low-precision note below says otherwise.
 
 PyTorch rule (``convention='torch'``, ``torch.optim.SGD``)::
 
@@ -419,6 +436,25 @@ momentum buffer carries the learning rate:
 ``momentum_buf`` is required when ``momentum != 0``, ``grad_avg`` when
 ``centered``.  ``decoupled_weight_decay=True`` replaces the L2 term by
 ``param = param * (1 - lr * weight_decay)`` before the update.
+"""
+
+BF16_STATE_NOTE = """
+Low precision (fastopt's own; the arithmetic stays float32, as in
+:func:`adam_`):
+
+- ``grad`` may be float32, float16 or bfloat16 (``ml_dtypes.bfloat16``);
+  it is widened exactly to float32.
+- {state} may be bfloat16{all_one}.  Each is read, widened to
+  float32, updated as above in float32, and stored rounded to bfloat16;
+  this step's parameter update uses the float32 values before that
+  rounding.  ``rounding='nearest'``: round to nearest even.
+  ``'stochastic'``: rounded up (in magnitude) with probability equal to
+  the dropped fraction, from 16 bits of the counter-based hash of
+  (element index, ``step``, ``seed``) that :func:`adam_` uses ({bits}):
+  unbiased, and the same bits for every thread count and SIMD variant.
+  Pass the step count
+  as ``step`` with stochastic rounding: a repeated ``step`` repeats the
+  random bits.  (No 8-bit state for this rule: that is Adam's.)
 """
 
 ADAM_DOC = """\
@@ -564,6 +600,16 @@ lion-pytorch (PyTorch has no Lion; ``convention`` gives the same rule)::
 instead.  Keras' defaults: ``learning_rate=0.001, beta_1=0.9,
 beta_2=0.99``; these kernel defaults (``lr=1e-4``) are lion-pytorch's.
 """
+
+SGD_DOC += BF16_STATE_NOTE.format(
+    state="``momentum_buf``", all_one="", bits="its low 16 bits")
+ADAGRAD_DOC += BF16_STATE_NOTE.format(
+    state="``state_sum``", all_one="", bits="its low 16 bits")
+RMSPROP_DOC += BF16_STATE_NOTE.format(
+    state="``square_avg``, ``momentum_buf`` and ``grad_avg``\n ",
+    all_one=" (the given ones\n  all of one dtype)",
+    bits="square_avg\n  its low 16 bits, momentum_buf its high 16, grad_avg the low 16 of\n"
+         "  the hash with the key xor 0x9e3779b9")
 
 KERNELS = [
     Kernel("sgd_", SGD, SGD_DOC),

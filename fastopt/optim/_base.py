@@ -38,12 +38,13 @@ class Optimizer:
     family = "torch"  # which library's rules and names: "torch" or "keras"
     _accumulator = None  # Adagrad's sum: starts at initial_accumulator_value
     _lowp_states = ()  # the state buffers its kernel takes in bfloat16 / 8 bits
+    _state_dtypes = ("float32", "bfloat16", "int8")  # the formats they may have
     _grad_dtypes = ("float32",)  # the gradient dtypes its kernel reads
 
     def __init__(self, params, defaults, *, state_dtype="float32", state_rounding="nearest",
                  seed=0):
         self.state_format = StateFormat(state_dtype, state_rounding, seed, self._lowp_states,
-                                        type(self).__name__)
+                                        type(self).__name__, self._state_dtypes)
         self.defaults = dict(defaults)
         self.param_groups = []
         self._params = []       # every (param, grad) pair, by global index

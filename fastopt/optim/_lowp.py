@@ -5,10 +5,17 @@
 ``state_rounding="stochastic"``, stochastically from ``seed``) or
 ``"int8"`` (8-bit block-wise state: uint8 codes plus one float32 scale per
 block of each moment, kept as the state buffer ``state_scales``).  Only the
-rules whose kernel takes these formats offer them (Adam, AdamW).  The
-gradient's dtype (float32, float16 or bfloat16) is taken from the gradient
-arrays.  The formats and their rounding are documented in
-:func:`fastopt.adam_`.
+rules whose kernel takes these formats offer them: bfloat16 and int8 Adam
+and AdamW; bfloat16 SGD (its momentum buffer), RMSprop (all its state) and
+Adagrad (its sum), in both families.  The gradient's dtype (float32,
+float16 or bfloat16) is taken from the gradient arrays.  The formats and
+their rounding are documented in :func:`fastopt.adam_` (and
+docs/low_precision.md).
+
+A state_dict holds the state in its format; loading one of another format
+(float32 state into a bfloat16 optimizer, or back) is rejected with a
+ValueError naming the buffer and both dtypes: convert explicitly (the
+arrays' ``astype``) if that is what you mean.
 """
 import numpy as np
 
@@ -46,13 +53,14 @@ class StateFormat:
     """An optimizer's state format: which dtype its low-precision state
     buffers (``names``) have, and the kernel arguments that go with it."""
 
-    def __init__(self, state_dtype, state_rounding, seed, names, owner):
+    def __init__(self, state_dtype, state_rounding, seed, names, owner, dtypes=STATE_DTYPES):
         self.dtype_name = check_choice(state_dtype, "state_dtype", STATE_DTYPES)
         self.rounding = check_choice(state_rounding, "state_rounding", ROUNDINGS)
         self.seed = check_int(seed, "seed", minimum=0, maximum=2**32 - 1)
-        if self.dtype_name != "float32" and not names:
-            raise ValueError(f"state_dtype={state_dtype!r} is not available for {owner} "
-                             f"(only float32 state); it is for Adam and AdamW")
+        takes = dtypes if names else ("float32",)
+        if self.dtype_name not in takes:
+            raise ValueError(f"state_dtype={state_dtype!r} is not available for {owner}; "
+                             f"it takes {' or '.join(map(repr, takes))}")
         if self.rounding == "stochastic" and self.dtype_name != "bfloat16":
             raise ValueError("state_rounding='stochastic' rounds bfloat16 state; "
                              f"state_dtype is {state_dtype!r}")
@@ -78,16 +86,19 @@ class StateFormat:
         """The low-precision arguments of the kernel call (none for float32)."""
         if self.dtype_name == "float32":
             return {}
-        return {"state_scales": state.get(SCALES), "rounding": self.rounding,
-                "seed": self.seed}
+        scales = {"state_scales": state.get(SCALES)} if self.dtype_name == "int8" else {}
+        return {**scales, "rounding": self.rounding, "seed": self.seed}
 
     def check_saved(self, name, a, where):
         """A saved state array (state_dict) in this format: its dtype is the
         format's, and block scales are finite and >= 0."""
         want = self.dtype_of(name)
-        if want != np.float32 and a.dtype != want:
+        if (want != np.float32 and a.dtype != want) or (
+                want == np.float32 and name in self.names and is_bfloat16(a.dtype)):
             raise ValueError(f"state_dict {name!r} of {where} has dtype {a.dtype}, "
-                             f"this optimizer's state_dtype is {self.dtype_name!r}")
+                             f"this optimizer's state_dtype is {self.dtype_name!r} (convert "
+                             f"the arrays explicitly, or make the optimizer with the "
+                             f"state_dtype they were saved with)")
         if want == np.float32 and not np.issubdtype(a.dtype, np.floating):
             raise ValueError(f"state_dict {name!r} of {where} has dtype {a.dtype}, "
                              f"expected floats")

@@ -28,13 +28,22 @@ class SGD(Optimizer):
     steps ``buf = momentum * buf + (1 - dampening) * g``;
     ``p -= lr * (g + momentum * buf if nesterov else buf)``.
     See :func:`fastopt.sgd_`.
+
+    fastopt's own options (see :mod:`fastopt.optim._lowp`): gradients may be
+    float16 or bfloat16 arrays; ``state_dtype="bfloat16"`` keeps the
+    momentum buffer in bfloat16, rounded to nearest even or, with
+    ``state_rounding="stochastic"`` and ``seed``, stochastically.
     """
 
+    _lowp_states = ("momentum_buffer",)
+    _grad_dtypes = ("float32", "float16", "bfloat16")
+    _state_dtypes = ("float32", "bfloat16")
+
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, *, maximize=False):
+                 nesterov=False, *, maximize=False, **low_precision):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
-                                      maximize=maximize))
+                                      maximize=maximize), **low_precision)
 
     def _state_names(self, group):
         return ["momentum_buffer"] if group["momentum"] != 0 else []
@@ -43,19 +52,26 @@ class SGD(Optimizer):
         K.sgd_(param, grad, state.get("momentum_buffer"), lr=group["lr"],
                momentum=group["momentum"], dampening=group["dampening"],
                nesterov=group["nesterov"], weight_decay=group["weight_decay"],
-               maximize=group["maximize"], step=step, grad_scale=grad_scale)
+               maximize=group["maximize"], step=step, grad_scale=grad_scale,
+               **self.state_format.kernel_args(state))
 
 
 class Adagrad(Optimizer):
     """``torch.optim.Adagrad``: ``sum += g*g``;
     ``p -= lr / (1 + (t-1) lr_decay) * g / (sqrt(sum) + eps)``, the sum
-    starting at ``initial_accumulator_value``.  See :func:`fastopt.adagrad_`."""
+    starting at ``initial_accumulator_value``.  See :func:`fastopt.adagrad_`;
+    the low-precision options (the sum in bfloat16) are :class:`SGD`'s."""
+
+    _lowp_states = ("sum",)
+    _grad_dtypes = ("float32", "float16", "bfloat16")
+    _state_dtypes = ("float32", "bfloat16")
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10, *, maximize=False):
+                 initial_accumulator_value=0.0, eps=1e-10, *, maximize=False,
+                 **low_precision):
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
-                                      eps=eps, maximize=maximize))
+                                      eps=eps, maximize=maximize), **low_precision)
 
     _accumulator = "sum"
 
@@ -65,19 +81,25 @@ class Adagrad(Optimizer):
     def _update(self, param, grad, state, group, step, grad_scale):
         K.adagrad_(param, grad, state["sum"], step=step, lr=group["lr"],
                    lr_decay=group["lr_decay"], weight_decay=group["weight_decay"],
-                   eps=group["eps"], maximize=group["maximize"], grad_scale=grad_scale)
+                   eps=group["eps"], maximize=group["maximize"], grad_scale=grad_scale,
+                   **self.state_format.kernel_args(state))
 
 
 class RMSprop(Optimizer):
     """``torch.optim.RMSprop``: ``v = alpha v + (1-alpha) g^2``, centred
     variance on request, eps outside the root, optional momentum buffer.
-    See :func:`fastopt.rmsprop_`."""
+    See :func:`fastopt.rmsprop_`; the low-precision options (all its state
+    in bfloat16) are :class:`SGD`'s."""
+
+    _lowp_states = ("square_avg", "momentum_buffer", "grad_avg")
+    _grad_dtypes = ("float32", "float16", "bfloat16")
+    _state_dtypes = ("float32", "bfloat16")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
-                 momentum=0.0, centered=False, maximize=False):
+                 momentum=0.0, centered=False, maximize=False, **low_precision):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered,
-                                      maximize=maximize))
+                                      maximize=maximize), **low_precision)
 
     def _state_names(self, group):
         names = ["square_avg"]
@@ -92,7 +114,8 @@ class RMSprop(Optimizer):
                    eps=group["eps"], weight_decay=group["weight_decay"],
                    momentum=group["momentum"], momentum_buf=state.get("momentum_buffer"),
                    centered=group["centered"], grad_avg=state.get("grad_avg"),
-                   maximize=group["maximize"], grad_scale=grad_scale)
+                   maximize=group["maximize"], grad_scale=grad_scale, step=step,
+                   **self.state_format.kernel_args(state))
 
 
 class Adam(Optimizer):

@@ -61,9 +61,14 @@ class SGD(KerasOptimizer):
     """``keras.optimizers.SGD``: velocity ``m = momentum * m - lr * g``;
     ``p += m``, or ``p += momentum * m - lr * g`` with Nesterov.  As in Keras,
     ``momentum`` is in [0, 1], and ``nesterov=True`` with ``momentum=0`` is
-    plain SGD."""
+    plain SGD.  fastopt's low-precision options (the velocity in bfloat16:
+    ``state_dtype``, ``state_rounding``, ``seed``; float16 / bfloat16
+    gradients) are those of :class:`fastopt.optim.SGD`."""
 
     _default_learning_rate = 0.01
+    _lowp_states = ("momentum",)
+    _grad_dtypes = ("float32", "float16", "bfloat16")
+    _state_dtypes = ("float32", "bfloat16")
 
     def __init__(self, learning_rate=None, momentum=0.0, nesterov=False, weight_decay=None,
                  **options):
@@ -79,7 +84,8 @@ class SGD(KerasOptimizer):
     def _update(self, param, grad, state, group, step, grad_scale):
         K.sgd_(param, grad, state.get("momentum"), lr=group["lr"], momentum=group["momentum"],
                nesterov=group["nesterov"] and group["momentum"] != 0, weight_decay=group["weight_decay"],
-               decoupled_weight_decay=True, grad_scale=grad_scale, convention="keras")
+               decoupled_weight_decay=True, grad_scale=grad_scale, convention="keras",
+               step=step, **self.state_format.kernel_args(state))
 
 
 @_keras_arguments
@@ -133,9 +139,13 @@ class AdamW(Adam):
 @_keras_arguments
 class RMSprop(KerasOptimizer):
     """``keras.optimizers.RMSprop``: ``v = rho v + (1 - rho) g^2``;
-    ``inc = lr g / sqrt(v [- a^2] + epsilon)``; momentum ``m = momentum m + inc``."""
+    ``inc = lr g / sqrt(v [- a^2] + epsilon)``; momentum ``m = momentum m + inc``.
+    The low-precision options (all its state in bfloat16) are :class:`SGD`'s."""
 
     _default_learning_rate = 0.001
+    _lowp_states = ("velocity", "momentum", "average_gradient")
+    _grad_dtypes = ("float32", "float16", "bfloat16")
+    _state_dtypes = ("float32", "bfloat16")
 
     def __init__(self, learning_rate=None, rho=0.9, momentum=0.0, epsilon=1e-7,
                  centered=False, weight_decay=None, **options):
@@ -157,15 +167,20 @@ class RMSprop(KerasOptimizer):
                    eps=group["epsilon"], weight_decay=group["weight_decay"],
                    momentum=group["momentum"], momentum_buf=state.get("momentum"),
                    centered=group["centered"], grad_avg=state.get("average_gradient"),
-                   decoupled_weight_decay=True, grad_scale=grad_scale, convention="keras")
+                   decoupled_weight_decay=True, grad_scale=grad_scale, convention="keras",
+                   step=step, **self.state_format.kernel_args(state))
 
 
 @_keras_arguments
 class Adagrad(KerasOptimizer):
     """``keras.optimizers.Adagrad``: ``a += g^2``; ``p -= lr g / sqrt(a + epsilon)``,
-    the accumulator starting at ``initial_accumulator_value``."""
+    the accumulator starting at ``initial_accumulator_value``.  The
+    low-precision options (the accumulator in bfloat16) are :class:`SGD`'s."""
 
     _default_learning_rate = 0.001
+    _lowp_states = ("accumulator",)
+    _grad_dtypes = ("float32", "float16", "bfloat16")
+    _state_dtypes = ("float32", "bfloat16")
 
     def __init__(self, learning_rate=None, initial_accumulator_value=0.1, epsilon=1e-7,
                  weight_decay=None, **options):
@@ -181,7 +196,8 @@ class Adagrad(KerasOptimizer):
     def _update(self, param, grad, state, group, step, grad_scale):
         K.adagrad_(param, grad, state["accumulator"], step=step, lr=group["lr"],
                    eps=group["epsilon"], weight_decay=group["weight_decay"],
-                   decoupled_weight_decay=True, grad_scale=grad_scale, convention="keras")
+                   decoupled_weight_decay=True, grad_scale=grad_scale, convention="keras",
+                   **self.state_format.kernel_args(state))
 
 
 class _BetasEpsilon(KerasOptimizer):

@@ -8,7 +8,9 @@ bfloat16 is ml_dtypes' (round to nearest even), independent of the kernel's
 integer code; the stochastic rounding hash is written out here again.
 """
 import numpy as np
+import pytest
 
+import fastopt
 import ml_dtypes
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
@@ -149,3 +151,163 @@ def q8_encode(m, v, n):
     cm = q8_mag(ym, 15, 0) | np.where(np.signbit(m), 0x80, 0)
     cv = q8_mag(yv, 31, 8)
     return cm.astype(np.uint8), cv.astype(np.uint8), scales
+
+
+# SGD, Adagrad and RMSprop with bfloat16 state: the bodies of
+# fastopt_kernels.h written out again, in float64 rounded to float32 at the
+# same points, both conventions.
+
+def sr_half(seed, step, n, k):
+    """The 16 random bits that round state buffer k (fo_sr_half): the low
+    then the high half of the hash, with the key xor (k // 2) * 0x9e3779b9."""
+    key = np.uint32(int(sr_key(seed, step)) ^ ((k // 2) * 0x9E3779B9 & 0xFFFFFFFF))
+    idx = (np.arange(n, dtype=np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    r = _mix32(idx ^ key)
+    return (r >> np.uint32(16)) if k % 2 else (r & np.uint32(0xFFFF))
+
+
+def store(x, state, rounding, seed, step, k):
+    """A state buffer's new float32 values x as the kernel stores them."""
+    if state == "bfloat16":
+        return to_bf16(x, sr_half(seed, step, x.size, k) if rounding == "stochastic" else None)
+    return np.asarray(x, np.float32)
+
+
+def _gradient_term(p, g, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale):
+    """(p after decoupled decay, d) as float32 values in float64."""
+    gs = _f(-grad_scale if maximize else grad_scale)
+    p = p.astype(np.float64)
+    if decoupled_weight_decay:
+        p = _f(p * _f(1.0 - lr * weight_decay))
+    d = _f(gs * g.astype(np.float32).astype(np.float64))
+    if weight_decay and not decoupled_weight_decay:
+        d = _f(d + _f(_f(weight_decay) * p))
+    return p, d
+
+
+def _lerp(a, b, w, keras):
+    """fo_lerp with _lerp_weight's coefficients for lerp(a, b, w)."""
+    wf = _f(w)
+    if not keras and wf >= 0.5:
+        return _f(b + _f(_f(wf - 1.0) * _f(b - a)))
+    return _f(a + _f(wf * _f(b - a)))
+
+
+def sgd(p, g, buf, *, lr, step=1, momentum=0.0, dampening=0.0, nesterov=False,
+        weight_decay=0.0, decoupled_weight_decay=False, maximize=False, grad_scale=1.0,
+        convention="torch", state="float32", rounding="nearest", seed=0):
+    """One step of fastopt.sgd_; returns (param, momentum_buf or None)."""
+    keras = convention == "keras"
+    p, d = _gradient_term(p, g, lr, weight_decay, decoupled_weight_decay, maximize,
+                          grad_scale)
+    if buf is None:
+        return _f(p + _f(_f(-lr) * d)).astype(np.float32), None
+    mu = _f(momentum)
+    c, nd, s = (_f(-lr), _f(-lr), 1.0) if keras else (_f(1.0 - dampening), 1.0, _f(-lr))
+    if step == 1 and not keras:
+        b = d
+    else:
+        b = _f(_f(mu * buf.astype(np.float64)) + _f(c * d))
+    u = _f(_f(mu * b) + _f(nd * d)) if nesterov else b
+    return _f(p + _f(s * u)).astype(np.float32), store(b, state, rounding, seed, step, 0)
+
+
+def adagrad(p, g, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+            decoupled_weight_decay=False, maximize=False, grad_scale=1.0, convention="torch",
+            state="float32", rounding="nearest", seed=0):
+    """One step of fastopt.adagrad_; returns (param, state_sum)."""
+    p, d = _gradient_term(p, g, lr, weight_decay, decoupled_weight_decay, maximize,
+                          grad_scale)
+    neg_clr, ep = _f(-(lr / (1.0 + (step - 1) * lr_decay))), _f(eps)
+    s = _f(state_sum.astype(np.float64) + _f(d * d))
+    den = _f(np.sqrt(_f(s + ep))) if convention == "keras" else _f(_f(np.sqrt(s)) + ep)
+    p1 = _f(p + _f(neg_clr * _f(d / den))).astype(np.float32)
+    return p1, store(s, state, rounding, seed, step, 0)
+
+
+def rmsprop(p, g, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+            momentum=0.0, momentum_buf=None, centered=False, grad_avg=None,
+            decoupled_weight_decay=False, maximize=False, grad_scale=1.0, step=1,
+            convention="torch", state="float32", rounding="nearest", seed=0):
+    """One step of fastopt.rmsprop_; returns (param, square_avg,
+    momentum_buf or None, grad_avg or None)."""
+    keras = convention == "keras"
+    p, d = _gradient_term(p, g, lr, weight_decay, decoupled_weight_decay, maximize,
+                          grad_scale)
+    ep = _f(eps)
+    v = _f(_f(_f(alpha) * square_avg.astype(np.float64)) + _f(_f(1.0 - alpha) * _f(d * d)))
+    w, ga = v, None
+    if centered:
+        ga = _lerp(grad_avg.astype(np.float64), d, 1.0 - alpha, keras)
+        w = _f(v - _f(ga * ga))
+    den = _f(np.sqrt(_f(w + ep))) if keras else _f(_f(np.sqrt(w)) + ep)
+    q = _f(d / den)
+    b = None
+    if momentum_buf is not None:
+        c, s = (_f(lr), -1.0) if keras else (1.0, _f(-lr))
+        b = _f(_f(_f(momentum) * momentum_buf.astype(np.float64)) + _f(c * q))
+        p1 = _f(p + _f(s * b))
+    else:
+        p1 = _f(p + _f(_f(-lr) * q))
+    out = [store(x, state, rounding, seed, step, k) if x is not None else None
+           for k, x in ((0, v), (1, b), (2, ga))]
+    return (p1.astype(np.float32), *out)
+
+
+# Checks the low-precision tests share.
+
+def same(a, b):
+    """a and b are the same bytes."""
+    np.testing.assert_array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
+
+
+def long_length():
+    """A length on which the kernels prefetch and split between threads."""
+    info = fastopt._kernels.build_info()
+    return 2 * max(info["prefetch_min_elements"], info["parallel_min_elements"]) + 77
+
+
+def every_variant_and_thread_count(run):
+    """run()'s arrays under every SIMD variant, on 1 and 2 OpenMP threads,
+    checked equal bit for bit; returns the first."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    levels = fastopt._kernels.simd_levels()
+    results = []
+    try:
+        for level in levels:
+            fastopt._kernels.set_simd_level(level)
+            for threads in (1, 2):
+                with threadpoolctl.threadpool_limits(limits=threads, user_api="openmp"):
+                    results.append(run())
+    finally:
+        fastopt._kernels.set_simd_level(levels[-1])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            same(a, b)
+    return results[0]
+
+
+def rejected(call, exc, match, *arrays):
+    """call() raises exc matching match, and arrays are unchanged."""
+    before = [a.copy() for a in arrays]
+    with pytest.raises(exc, match=match):
+        call()
+    for a, b in zip(arrays, before):
+        same(a, b)
+
+
+def bound_is_the_kernel(kernel, positional, keyword, kw, retyped):
+    """fastopt.bind(kernel, ...) run at steps 1 and 2 gives the bits of
+    the kernel called on copies; once ``retyped`` (one of the arrays) has
+    another dtype, the bound update refuses to run."""
+    cp = [a.copy() for a in positional]
+    ck = {k: a.copy() for k, a in keyword.items()}
+    update = fastopt.bind(kernel, *positional, **keyword, **kw)
+    for t in (1, 2):
+        update(t)
+        kernel(*cp, **ck, step=t, **kw)
+    for a, b in zip(positional + list(keyword.values()), cp + list(ck.values())):
+        same(a, b)
+    retyped.dtype = np.float16
+    with pytest.raises(ValueError, match="no longer"):
+        update(3)
