@@ -133,6 +133,35 @@ def test_simd_variants_and_thread_counts_give_the_same_bits(rounding):
         lowp.same(a, b)
 
 
+@pytest.mark.parametrize("grad_dtype,copy", [(np.float16, np.float16), (np.float16, None),
+                                             (np.float32, np.float16)],
+                         ids=["g16-c16", "g16", "c16"])
+def test_float16_gradient_and_copy_give_the_same_bits_on_every_variant(grad_dtype, copy):
+    """The AVX2 and AVX-512 variants convert float16 with F16C, chunk by
+    chunk around the float32 loop; the baseline with integer operations.
+    Every float16 pattern as a gradient (nan payloads, infinities,
+    subnormals), every kind of float32 parameter for the copy (nan payloads,
+    overflow, float16's subnormal range), on a length that splits between
+    threads and ends in a partial chunk and a tail shorter than 8."""
+    n = _long()
+    rng = np.random.default_rng(16)
+    p0 = _float32_patterns(rng, n)[:n]
+    g0 = np.resize(np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16), n)
+    g0 = g0.astype(grad_dtype)
+
+    def run():
+        p, g = p0.copy(), g0.copy()
+        m, v = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        pc = np.zeros(n, copy or np.float16)
+        for step in (1, 2):
+            fastopt.adam_(p, g, m, v, step=step, lr=1e-3, param_copy=None if copy is None else pc)
+        return p, m, v, pc
+
+    p, m, v, pc = _every_variant_and_thread_count(run)
+    if copy is not None:  # the copy is the updated parameter rounded, as NumPy rounds
+        _same_rounding(pc, p.astype(np.float16), p)
+
+
 def test_stochastic_rounding_is_unbiased():
     """x halfway-ish between bfloat16 neighbours: the mean of the stored
     values over many steps and elements is x within sampling error, while

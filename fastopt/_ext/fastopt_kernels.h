@@ -47,7 +47,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FO_X86 1
-#include <xmmintrin.h>
+#include <immintrin.h>
 #else
 #define FO_X86 0
 #endif
@@ -65,6 +65,9 @@
 #endif
 
 typedef int (*fo_kernel_fn)(const void *args, ptrdiff_t lo, ptrdiff_t hi);
+
+/* The variants (FO_VARIANTS_CALL), also the indices of fo_tables. */
+enum { FO_ISA_BASELINE = 0, FO_ISA_AVX2 = 1, FO_ISA_AVX512 = 2 };
 
 /* Prefetching.  From FO_PREFETCH_MIN elements up, the update rules walk
  * their buffers in blocks of FO_BLOCK elements and, before each block, ask
@@ -331,6 +334,43 @@ FO_INLINE const float *fo_f32_stream(const void *x, int fmt) {
         else FO_BY_GRAD(c, RUN, FO_F32);                                       \
     } while (0)
 
+#if FO_X86
+/* float16 <-> float32 of n elements with F16C (vcvtph2ps, vcvtps2ph), for
+ * the AVX2 and AVX-512 variants only (see FO_VARIANTS_CALL): the integer
+ * conversions above cost 1.2 ns an element in the AVX2 Adam loop, these a
+ * few instructions per 8.  The same bits as fo_f16_to_f32 / fo_f32_to_f16,
+ * checked on all 2^32 floats with and without FTZ/DAZ: vcvtps2ph rounds to
+ * nearest even by its immediate, ignores FTZ (float16 subnormals are kept)
+ * and gives 0 for float32 subnormals either way; a nan is first replaced
+ * with the quiet nan of its sign, which is what fo_f32_to_f16 gives
+ * (vcvtps2ph would keep payload bits).  Widening is exact; a signalling
+ * nan may come out quiet, so the widened gradient is only to be read
+ * through an arithmetic operation (Adam's gscale * g), which quiets it in
+ * every variant.  Tails shorter than 8 use the integer conversions. */
+static inline __attribute__((target("avx2,f16c"))) void
+fo_f16c_widen(const uint16_t *restrict h, float *restrict f, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(f + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < n; i++) f[i] = fo_f16_to_f32(h[i]);
+}
+
+static inline __attribute__((target("avx2,f16c"))) void
+fo_f16c_narrow(const float *restrict f, uint16_t *restrict h, ptrdiff_t n) {
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    const __m256 qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000));
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(f + i);
+        const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+        const __m256 q = _mm256_or_ps(_mm256_and_ps(x, sign), qnan);
+        _mm_storeu_si128((__m128i *)(h + i),
+                         _mm256_cvtps_ph(_mm256_blendv_ps(x, q, nan), _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; i < n; i++) h[i] = fo_f32_to_f16(f[i]);
+}
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* SGD, with momentum / Nesterov, in PyTorch's or Keras' form.
  *
@@ -573,14 +613,18 @@ typedef struct {
     ptrdiff_t n;                      /* the buffers' length (8-bit state's last block) */
 } fo_adam_args;
 
-/* d (the gradient term), p (after decoupled decay), m and v of one element. */
+/* d (the gradient term), p (after decoupled decay), m and v of one element.
+ * plain (a compile-time constant): the call has no L2 decay (has_wd 0) and
+ * lerps from m (m_from_d 0), the usual case; the two selects then fold away
+ * (on AVX2 they were 6 of the float32 loop's 30 instructions per 8
+ * elements) and the result is the same. */
 FO_INLINE void fo_adam_moments(const fo_adam_args *k, float p_in, float g, float m0,
-                               float v0, float *p, float *m, float *v) {
+                               float v0, float *p, float *m, float *v, const int plain) {
     const float pp = p_in * k->p_scale;
     const float d0 = k->gscale * g;
-    const float d = fo_self(k->has_wd != 0, d0 + k->wd * pp, d0); /* see fo_selu */
+    const float d = plain ? d0 : fo_self(k->has_wd != 0, d0 + k->wd * pp, d0); /* see fo_selu */
     *p = pp;
-    *m = fo_lerp(m0, d, k->m_c, k->m_from_d);
+    *m = fo_lerp(m0, d, k->m_c, plain ? 0u : (uint32_t)k->m_from_d);
     *v = k->beta2 * v0 + k->one_m_beta2 * (d * d);
 }
 
@@ -591,19 +635,21 @@ FO_INLINE float fo_adam_param(const fo_adam_args *k, float p, float m, float w) 
 
 /* One element of Adam; the formats are compile-time constants (fo_load,
  * fo_store_state), so each combination is one straight vector loop.  The
- * update uses the moments in float32; only what is stored is rounded. */
+ * update uses the moments in float32; only what is stored is rounded.
+ * Element i's gradient is G[i - g0] (fo_adam_f16c passes a chunk's). */
 FO_INLINE int fo_adam_body(const fo_adam_args *a, float *restrict P,
                            const void *restrict G, void *restrict M,
                            void *restrict V, float *restrict VM,
                            void *restrict PC,
                            ptrdiff_t lo, ptrdiff_t hi, const int amsgrad,
-                           const int gf, const int sf, const int cf) {
+                           const int gf, const int sf, const int cf, const int plain,
+                           ptrdiff_t g0) {
     const fo_adam_args k = *a; /* local: the stores cannot change it */
     const uint32_t key = a->key;
     for (ptrdiff_t i = lo; i < hi; i++) {
         float p, m, v;
-        fo_adam_moments(&k, P[i], fo_load(G, i, gf), fo_load(M, i, sf), fo_load(V, i, sf),
-                        &p, &m, &v);
+        fo_adam_moments(&k, P[i], fo_load(G, i - g0, gf), fo_load(M, i, sf),
+                        fo_load(V, i, sf), &p, &m, &v, plain);
         const uint32_t r = sf == FO_BF16_SR ? fo_sr_bits(key, i) : 0u;
         fo_store_state(M, i, m, sf, r & 0xffffu);
         fo_store_state(V, i, v, sf, r >> 16);
@@ -701,7 +747,7 @@ FO_INLINE int fo_adam8_body(const fo_adam_args *a, float *restrict P,
                             const void *restrict G, uint8_t *restrict M,
                             uint8_t *restrict V, float *restrict S,
                             void *restrict PC, ptrdiff_t lo, ptrdiff_t hi,
-                            const int gf, const int cf) {
+                            const int gf, const int cf, const int plain) {
     const fo_adam_args k = *a; /* local: the stores cannot change it */
     const ptrdiff_t n = a->n, nb = (n + FO_Q8_BLOCK - 1) / FO_Q8_BLOCK;
     float tm[FO_Q8_BLOCK], tv[FO_Q8_BLOCK];
@@ -714,7 +760,7 @@ FO_INLINE int fo_adam8_body(const fo_adam_args *a, float *restrict P,
             const ptrdiff_t i = b0 + j;
             float p, m, v;
             fo_adam_moments(&k, P[i], fo_load(G, i, gf), fo_q8_load_m(M, i, ms),
-                            fo_q8_load_v(V, i, vs), &p, &m, &v);
+                            fo_q8_load_v(V, i, vs), &p, &m, &v, plain);
             tm[j] = m;
             tv[j] = v;
             const uint32_t bm = fo_to_bits(m) & 0x7fffffffu, bv = fo_to_bits(v) & 0x7fffffffu;
@@ -739,9 +785,10 @@ FO_INLINE int fo_adam8_body(const fo_adam_args *a, float *restrict P,
 
 #define FO_ADAM8_RUN(GF, CF)                                                       \
     fo_adam8_body(c, c->p, c->g, (uint8_t *)c->m, (uint8_t *)c->v, c->scales, c->pcopy, \
-                  lo, hi, GF, CF)
+                  lo, hi, GF, CF, pl)
 
-FO_INLINE void fo_adam8_cf(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi, const int gf) {
+FO_INLINE void fo_adam8_cf(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi, const int gf,
+                           const int pl) {
     if (c->cfmt == FO_F16)
         FO_ADAM8_RUN(gf, FO_F16);
     else if (c->cfmt == FO_BF16)
@@ -750,23 +797,55 @@ FO_INLINE void fo_adam8_cf(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi, co
         FO_ADAM8_RUN(gf, FO_NONE);
 }
 
-FO_INLINE void fo_adam8(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi) {
+FO_INLINE void fo_adam8(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi, const int pl) {
     if (c->gfmt == FO_F16)
-        fo_adam8_cf(c, lo, hi, FO_F16);
+        fo_adam8_cf(c, lo, hi, FO_F16, pl);
     else if (c->gfmt == FO_BF16)
-        fo_adam8_cf(c, lo, hi, FO_BF16);
+        fo_adam8_cf(c, lo, hi, FO_BF16, pl);
     else
-        fo_adam8_cf(c, lo, hi, FO_F32);
+        fo_adam8_cf(c, lo, hi, FO_F32, pl);
 }
 
+#ifndef FO_F16C_CHUNK
+#define FO_F16C_CHUNK 256
+#endif
+
+/* fo_adam_body over [lo, hi) with a float16 gradient (gf) and / or copy (cf)
+ * converted by F16C (fo_f16c_widen, fo_f16c_narrow) FO_F16C_CHUNK elements
+ * at a time, around the float32 loop: the chunk's gradient is widened into
+ * a stack buffer, the copy narrowed from the parameters just written (both
+ * in L1).  AVX2 and AVX-512 variants only; the same bits as the body alone. */
+FO_INLINE int fo_adam_f16c(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi,
+                           const int gf, const int sf, const int cf, const int pl) {
+#if FO_X86
+    float g32[FO_F16C_CHUNK];
+    for (ptrdiff_t b = lo; b < hi; b += FO_F16C_CHUNK) {
+        const ptrdiff_t e = hi - b < FO_F16C_CHUNK ? hi : b + FO_F16C_CHUNK;
+        if (gf == FO_F16) fo_f16c_widen((const uint16_t *)c->g + b, g32, e - b);
+        fo_adam_body(c, c->p, gf == FO_F16 ? (const void *)g32 : c->g, c->m, c->v, NULL,
+                     c->pcopy, b, e, 0, gf == FO_F16 ? FO_F32 : gf, sf,
+                     cf == FO_F16 ? FO_NONE : cf, pl, gf == FO_F16 ? b : 0);
+        if (cf == FO_F16) fo_f16c_narrow(c->p + b, (uint16_t *)c->pcopy + b, e - b);
+    }
+#else
+    (void)c, (void)lo, (void)hi, (void)gf, (void)sf, (void)cf, (void)pl;
+#endif
+    return 0;
+}
+
+/* Adam over [lo, hi) (FO_BLOCKED), the float16 conversions by F16C where
+ * the variant (isa) has it. */
 #define FO_ADAM_RUN(AMS, GF, SF, CF)                                               \
     FO_BLOCKED(lo, hi, st, ns,                                                     \
-               fo_adam_body(c, c->p, c->g, c->m, c->v, c->vmax, c->pcopy, fo_b, fo_e, \
-                            AMS, GF, SF, CF))
+               (isa != FO_ISA_BASELINE && ((GF) == FO_F16 || (CF) == FO_F16))      \
+                   ? fo_adam_f16c(c, fo_b, fo_e, GF, SF, CF, pl)                   \
+                   : fo_adam_body(c, c->p, c->g, c->m, c->v, c->vmax, c->pcopy,    \
+                                  fo_b, fo_e, AMS, GF, SF, CF, pl, 0))
 
 /* The copy format as a constant (none, float16 or bfloat16). */
 FO_INLINE void fo_adam_cf(const fo_adam_args *c, const float *const *st, int ns,
-                          ptrdiff_t lo, ptrdiff_t hi, const int gf, const int sf) {
+                          ptrdiff_t lo, ptrdiff_t hi, const int gf, const int sf,
+                          const int pl, const int isa) {
     if (c->cfmt == FO_F16)
         FO_ADAM_RUN(0, gf, sf, FO_F16);
     else if (c->cfmt == FO_BF16)
@@ -778,18 +857,20 @@ FO_INLINE void fo_adam_cf(const fo_adam_args *c, const float *const *st, int ns,
 /* The state format as a constant (float32, bfloat16 rounded to nearest or
  * stochastically). */
 FO_INLINE void fo_adam_sf(const fo_adam_args *c, const float *const *st, int ns,
-                          ptrdiff_t lo, ptrdiff_t hi, const int gf) {
+                          ptrdiff_t lo, ptrdiff_t hi, const int gf, const int pl,
+                          const int isa) {
     if (c->sfmt == FO_BF16 && c->stochastic)
-        fo_adam_cf(c, st, ns, lo, hi, gf, FO_BF16_SR);
+        fo_adam_cf(c, st, ns, lo, hi, gf, FO_BF16_SR, pl, isa);
     else if (c->sfmt == FO_BF16)
-        fo_adam_cf(c, st, ns, lo, hi, gf, FO_BF16);
+        fo_adam_cf(c, st, ns, lo, hi, gf, FO_BF16, pl, isa);
     else
-        fo_adam_cf(c, st, ns, lo, hi, gf, FO_F32);
+        fo_adam_cf(c, st, ns, lo, hi, gf, FO_F32, pl, isa);
 }
 
-FO_INLINE int fo_adam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
-    const fo_adam_args cc = *(const fo_adam_args *)v; /* see FO_BLOCKED */
-    const fo_adam_args *c = &cc;
+/* The formats as constants, pl (fo_adam_moments' plain) and the variant. */
+FO_INLINE void fo_adam_formats(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi, const int pl,
+                               const int isa) {
+    const fo_adam_args cc = *c;
     /* only the float32 buffers are prefetched (fo_ahead counts in floats) */
     const float *st[] = {cc.p, cc.gfmt == FO_F32 ? (const float *)cc.g : NULL,
                          cc.sfmt == FO_F32 ? (const float *)cc.m : NULL,
@@ -799,13 +880,21 @@ FO_INLINE int fo_adam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
     if (cc.vmax)
         FO_ADAM_RUN(1, FO_F32, FO_F32, FO_NONE);
     else if (cc.sfmt == FO_Q8)
-        fo_adam8(c, lo, hi);
+        fo_adam8(c, lo, hi, pl);
     else if (cc.gfmt == FO_F16)
-        fo_adam_sf(c, st, ns, lo, hi, FO_F16);
+        fo_adam_sf(c, st, ns, lo, hi, FO_F16, pl, isa);
     else if (cc.gfmt == FO_BF16)
-        fo_adam_sf(c, st, ns, lo, hi, FO_BF16);
+        fo_adam_sf(c, st, ns, lo, hi, FO_BF16, pl, isa);
     else
-        fo_adam_sf(c, st, ns, lo, hi, FO_F32);
+        fo_adam_sf(c, st, ns, lo, hi, FO_F32, pl, isa);
+}
+
+FO_INLINE int fo_adam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi, const int isa) {
+    const fo_adam_args c = *(const fo_adam_args *)v; /* see FO_BLOCKED */
+    if (!c.has_wd && !c.m_from_d)
+        fo_adam_formats(&c, lo, hi, 1, isa);
+    else
+        fo_adam_formats(&c, lo, hi, 0, isa);
     return 0;
 }
 
@@ -1267,28 +1356,34 @@ FO_INLINE int fo_xent_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 /* ------------------------------------------------------------------------ */
 /* One function per (rule, instruction set).                                 */
 
+/* FO_VARIANTS_CALL(rule, CALL): the variants of a rule whose dispatch is
+ * CALL, an expression over a, lo, hi and fo_isa (the variant, FO_ISA_*: a
+ * dispatch that uses instructions beyond the baseline's, F16C, takes it).
+ * The AVX2 and AVX-512 variants may use F16C: every CPU with AVX2 has it,
+ * and fo_best_simd checks. */
 #if FO_X86
-#define FO_TARGET_AVX512 __attribute__((target("avx512f,prefer-vector-width=512")))
-#define FO_TARGET_AVX2 __attribute__((target("avx2")))
-#define FO_VARIANTS(rule)                                                    \
+#define FO_TARGET_AVX512 __attribute__((target("avx512f,f16c,prefer-vector-width=512")))
+#define FO_TARGET_AVX2 __attribute__((target("avx2,f16c")))
+#define FO_VARIANTS_CALL(rule, CALL)                                         \
     static FO_TARGET_AVX512 int fo_##rule##_avx512(const void *a,           \
                                                    ptrdiff_t lo, ptrdiff_t hi) \
-    { return fo_##rule##_dispatch(a, lo, hi); }                              \
+    { const int fo_isa = FO_ISA_AVX512; (void)fo_isa; return CALL; }        \
     static FO_TARGET_AVX2 int fo_##rule##_avx2(const void *a, ptrdiff_t lo,  \
                                                ptrdiff_t hi)                 \
-    { return fo_##rule##_dispatch(a, lo, hi); }                              \
+    { const int fo_isa = FO_ISA_AVX2; (void)fo_isa; return CALL; }          \
     static int fo_##rule##_baseline(const void *a, ptrdiff_t lo, ptrdiff_t hi) \
-    { return fo_##rule##_dispatch(a, lo, hi); }
+    { const int fo_isa = FO_ISA_BASELINE; (void)fo_isa; return CALL; }
 #else
-#define FO_VARIANTS(rule)                                                    \
+#define FO_VARIANTS_CALL(rule, CALL)                                         \
     static int fo_##rule##_baseline(const void *a, ptrdiff_t lo, ptrdiff_t hi) \
-    { return fo_##rule##_dispatch(a, lo, hi); }
+    { const int fo_isa = FO_ISA_BASELINE; (void)fo_isa; return CALL; }
 #endif
+#define FO_VARIANTS(rule) FO_VARIANTS_CALL(rule, fo_##rule##_dispatch(a, lo, hi))
 
 FO_VARIANTS(sgd)
 FO_VARIANTS(adagrad)
 FO_VARIANTS(rmsprop)
-FO_VARIANTS(adam)
+FO_VARIANTS_CALL(adam, fo_adam_dispatch(a, lo, hi, fo_isa))
 FO_VARIANTS(nadam)
 FO_VARIANTS(adamax)
 FO_VARIANTS(adadelta)
@@ -1324,8 +1419,9 @@ static const fo_table *fo_active = &fo_tables[0];
 static int fo_best_simd(void) {
 #if FO_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return 2;
-    if (__builtin_cpu_supports("avx2")) return 1;
+    if (!__builtin_cpu_supports("f16c")) return 0; /* see FO_VARIANTS_CALL */
+    if (__builtin_cpu_supports("avx512f")) return FO_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2")) return FO_ISA_AVX2;
 #endif
     return 0;
 }
