@@ -306,3 +306,19 @@ def test_bfloat16_state_options_are_checked():
     # SGD without momentum has no state: stochastic rounding has nothing to round
     with pytest.raises(ValueError, match="momentum_buf is None"):
         SGD(pairs, lr=0.1, state_dtype="bfloat16", state_rounding="stochastic")
+
+
+def test_keras_config_carries_the_state_format():
+    """get_config names fastopt's state options only when they are not the
+    float32 default (so Keras' own configs stay as they were), and
+    from_config rebuilds them."""
+    from fastopt.optim import keras as fk
+    assert "state_dtype" not in fk.Adam().get_config()
+    opt = fk.Adam(learning_rate=0.01, state_dtype="bfloat16", state_rounding="stochastic",
+                  seed=7)
+    config = opt.get_config()
+    assert (config["state_dtype"], config["state_rounding"], config["seed"]) == (
+        "bfloat16", "stochastic", 7)
+    again = fk.Adam.from_config(config).state_format
+    assert (again.dtype_name, again.rounding, again.seed) == ("bfloat16", "stochastic", 7)
+    assert fk.SGD(momentum=0.9, state_dtype="bfloat16").get_config()["state_dtype"] == "bfloat16"

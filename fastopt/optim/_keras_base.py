@@ -267,7 +267,8 @@ class KerasOptimizer(Optimizer):
     def get_config(self):
         """Keras 3's config: ``name``, ``learning_rate`` (a number, or a
         schedule serialised as Keras does), ``weight_decay``, the clipping
-        and EMA arguments and the rule's hyperparameters; ``decay`` only when
+        and EMA arguments and the rule's hyperparameters; ``decay``, and
+        fastopt's ``state_dtype`` / ``state_rounding`` / ``seed``, only when
         set.  ``from_config(get_config())`` builds an equal optimizer."""
         group = self._group
         config = {"name": self.name, "learning_rate": _lr_config(group["lr"])}
@@ -281,6 +282,10 @@ class KerasOptimizer(Optimizer):
                       loss_scale_factor=None, gradient_accumulation_steps=None)
         if group["decay"]:
             config["decay"] = group["decay"]
+        fmt = self.state_format
+        if fmt.dtype_name != "float32":      # fastopt's own option: only when used
+            config.update(state_dtype=fmt.dtype_name, state_rounding=fmt.rounding,
+                          seed=fmt.seed)
         return config
 
     @classmethod
