@@ -143,7 +143,7 @@ def test_float16_gradient_and_copy_give_the_same_bits_on_every_variant(grad_dtyp
     subnormals), every kind of float32 parameter for the copy (nan payloads,
     overflow, float16's subnormal range), on a length that splits between
     threads and ends in a partial chunk and a tail shorter than 8."""
-    n = _long()
+    n = lowp.long_length()
     rng = np.random.default_rng(16)
     p0 = _float32_patterns(rng, n)[:n]
     g0 = np.resize(np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16), n)
@@ -157,7 +157,7 @@ def test_float16_gradient_and_copy_give_the_same_bits_on_every_variant(grad_dtyp
             fastopt.adam_(p, g, m, v, step=step, lr=1e-3, param_copy=None if copy is None else pc)
         return p, m, v, pc
 
-    p, m, v, pc = _every_variant_and_thread_count(run)
+    p, m, v, pc = lowp.every_variant_and_thread_count(run)
     if copy is not None:  # the copy is the updated parameter rounded, as NumPy rounds
         _same_rounding(pc, p.astype(np.float16), p)
 
