@@ -115,12 +115,29 @@ class _StubNetwork:
         return 0.5, 0
 
 
+def _no_gradient_sum(comm):
+    """``comm`` (the same communicator) whose Allreduce of the 71,146-float
+    gradient returns at once; the other collectives run."""
+    from mpi4py import MPI
+
+    class NoGradientSum(MPI.Intracomm):
+        def Allreduce(self, send, recv, **op):
+            if getattr(recv, "size", 0) < 1000:
+                super().Allreduce(send, recv, **op)
+
+    return NoGradientSum(comm)
+
+
 def loop_python(x, y, distributed):
     """fit's per-step Python (µs): epochs at batch 32 and 128 with the pass,
     the update and the allreduce stubbed, min and median of 5."""
-    from fastopt import distributed as dist
-    real_allreduce, real_epoch = dist.allreduce_gradients_, loop.FitRun.epoch
+    from fastopt.training import parallel
+    real_start, real_epoch = parallel.DataParallel.start, loop.FitRun.epoch
     seconds = []
+
+    def start(self, *args):
+        real_start(self, *args)
+        self.comm = _no_gradient_sum(self.comm)
 
     def timed_epoch(self, epoch, callbacks):
         t = time.perf_counter()
@@ -128,8 +145,7 @@ def loop_python(x, y, distributed):
         seconds.append((time.perf_counter() - t) / self.steps)
         return logs
 
-    dist.allreduce_gradients_ = lambda *a, **k: None
-    loop.FitRun.epoch = timed_epoch
+    parallel.DataParallel.start, loop.FitRun.epoch = start, timed_epoch
     out = {}
     try:
         for b in (32, 128):
@@ -141,7 +157,7 @@ def loop_python(x, y, distributed):
             out[f"loop at batch {b}"] = {"min_us": min(seconds) * 1e6,
                                          "median_us": float(np.median(seconds)) * 1e6}
     finally:
-        dist.allreduce_gradients_, loop.FitRun.epoch = real_allreduce, real_epoch
+        parallel.DataParallel.start, loop.FitRun.epoch = real_start, real_epoch
     return out
 
 
