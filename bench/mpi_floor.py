@@ -16,6 +16,7 @@ barrier):
   the 71,146 parameters, after a pass (as in ``fit``) and repeated alone;
 - ``allreduce``: ``MPI_Allreduce(MPI_IN_PLACE, SUM)`` of the 71,146-float
   gradient; ``allreduce 4 B`` (one float32) and ``barrier``, MPI's minimum;
+  the sharded step's reduce-scatter and all-gather of the same buffer;
 - ``loop``: fit's per-step Python: an epoch of ``fit`` at batch 32 and 128
   with ``Network.gradients``, the optimizer's step and the allreduce
   replaced by functions that return at once, divided by its steps.
@@ -96,10 +97,19 @@ def passes(timer, x, y):
 
 def collectives(timer, comm):
     from mpi4py import MPI
+    from fastopt.distributed.collectives import _allgather, shard_bounds
     grad = np.random.default_rng(comm.rank).standard_normal(71146).astype(np.float32)
     one = np.ones(1, np.float32)
+    counts = np.diff(shard_bounds(grad.size, comm.size)).tolist()
+    shard = np.empty(counts[comm.rank], np.float32)
+
+    def sharded(i):  # what the sharded step sends: a reduce-scatter, an all-gather
+        comm.Reduce_scatter(grad, shard, recvcounts=counts)
+        _allgather(grad, comm)
+
     return {
         "allreduce 71,146 floats": timer(lambda i: comm.Allreduce(MPI.IN_PLACE, grad)),
+        "reduce-scatter + all-gather": timer(sharded),
         "allreduce 4 B": timer(lambda i: comm.Allreduce(MPI.IN_PLACE, one)),
         "barrier": timer(lambda i: comm.Barrier()),
     }
