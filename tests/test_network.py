@@ -141,6 +141,32 @@ def test_index_gathers_the_same_rows_as_fancy_indexing(loss):
     np.testing.assert_array_equal(grads, model.params.grad)
 
 
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_total_rows_writes_the_batchs_share_of_a_larger_mean(loss):
+    """gradients(..., total_rows=T) over n rows: the gradient of the loss
+    summed over the n rows, divided by T (x the terms per sample); the loss
+    returned is still the mean over the n rows.  A factor n / T that is a
+    power of two is exact, so those bits are the default call's, scaled."""
+    output, _ = LOSSES[loss]
+    model = _model("relu", output or "linear", loss)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((6, SIZES[0])).astype(np.float32)
+    y = _targets(loss, 6, SIZES[-1])
+    net = model._network(8)
+    mean_loss = net.gradients(x, y)
+    mean_grad = model.params.grad.copy()
+    for total in (6, 12, 24, 7, 100):
+        model.params.grad[...] = np.nan
+        assert net.gradients(x, y, None, total) == mean_loss
+        want = mean_grad.astype(np.float64) * 6 / total
+        if total in (6, 12, 24):
+            np.testing.assert_array_equal(model.params.grad, want.astype(np.float32))
+        else:
+            # the loss gradient rounds differently; sums that cancel show it
+            np.testing.assert_allclose(model.params.grad, want, rtol=1e-5,
+                                       atol=1e-6 * np.abs(want).max())
+
+
 def test_every_layer_is_checked_at_construction():
     model = _model("relu", "softmax", "sparse_categorical_crossentropy")
     args = [list(model.weights), list(model.biases), list(model._weight_grads),
@@ -224,6 +250,10 @@ def test_every_call_is_checked_before_anything_is_written():
         ((x, y.astype(np.float32)), TypeError, "y must be a C-contiguous native int64 array of "
          r"labels, got float32 of shape \(8,\)"),
         ((x, list(y)), TypeError, "got an object of type list"),
+        ((x, y, None, 7), ValueError, r"total_rows must be >= the batch's 8 rows, got 7"),
+        ((x, y, np.arange(3), 2), ValueError, r"total_rows must be >= the batch's 3 rows"),
+        ((x, y, None, 16.0), TypeError, "total_rows must be an int"),
+        ((x, y, None, True), TypeError, "total_rows must be an int"),
     ]
     for args, exc, match in cases:
         with pytest.raises(exc, match=match):

@@ -74,6 +74,18 @@ cdef long long _step(object value, str name) except -1:
     return value
 
 
+cdef Py_ssize_t _total_rows(object value, Py_ssize_t rows) except -1:
+    """Network.gradients' ``total_rows``: an int, at least the batch's ``rows``."""
+    if not _is_int(value):
+        raise TypeError(f"total_rows must be an int (the rows of the whole batch this one is "
+                        f"part of), got {_show(value)}")
+    if value < rows:
+        raise ValueError(f"total_rows must be >= the batch's {rows} rows, got {value!r}")
+    if value > 2**62:
+        raise ValueError(f"total_rows is too large, got {value!r}")
+    return value
+
+
 cdef inline int _choice(object value, str name, tuple choices, str expected=None) except -1:
     """The index of ``value`` in ``choices`` (strings), else the error of
     :func:`_not_one_of`."""

@@ -402,15 +402,17 @@ cdef class Network:
             else:
                 a = L.a
 
-    cdef int _loss(self, Py_ssize_t n, const long long *labels, const float *targets,
-                   bint backward, double *total, Py_ssize_t *correct) noexcept nogil:
-        """Loss (summed, or the mean's terms scaled for the gradient) and
-        correct count of the last forward pass; with ``backward`` the loss
-        gradient into the last layer's d.  0, or -1 if out of memory."""
+    cdef int _loss(self, Py_ssize_t n, Py_ssize_t mean_rows, const long long *labels,
+                   const float *targets, bint backward, double *total,
+                   Py_ssize_t *correct) noexcept nogil:
+        """Loss (summed) and correct count of the last forward pass; with
+        ``backward`` the gradient of the loss summed over the ``n`` rows and
+        divided by ``mean_rows`` (x the terms per sample) into the last
+        layer's d.  0, or -1 if out of memory."""
         cdef _Layer *L = &self.layers[self.depth - 1]
         cdef Py_ssize_t C = L.fan_out
         cdef float *G = L.d if backward else NULL
-        cdef double count = n * self.terms
+        cdef double count = mean_rows * self.terms
         if self.accuracy == ACC_ARGMAX_LABEL:
             correct[0] = _correct_sparse(L.a, labels, n, C)
         elif self.accuracy == ACC_THRESHOLD:
@@ -474,19 +476,21 @@ cdef class Network:
                     _dropout(P.d, P.d, n, L.fan_in, P.rate, self.seed, self.step, k - 1)
                 _act_backward(P.d, P.a, n, L.fan_in, P.act)
 
-    cdef tuple _pass(self, object x, object y, object index, bint backward):
+    cdef tuple _pass(self, object x, object y, object index, bint backward,
+                     object total_rows=None):
         self._check_bound()
         cdef cnp.ndarray xm = self._samples(x)
         cdef const float *X
         cdef const long long *labels
         cdef const float *targets
-        cdef Py_ssize_t n, correct = 0
+        cdef Py_ssize_t n, mean_rows, correct = 0
         self._rows_of(xm, y, index, &X, &labels, &targets, &n)
+        mean_rows = n if total_rows is None else _total_rows(total_rows, n)
         cdef double total = 0.0
         cdef int status
         with nogil:
             self._forward(X, n, ACT_LINEAR if self.fused else self.output, backward)
-            status = self._loss(n, labels, targets, backward, &total, &correct)
+            status = self._loss(n, mean_rows, labels, targets, backward, &total, &correct)
             if status == 0 and backward:
                 self._backward(X, n)
         if backward:
@@ -497,7 +501,7 @@ cdef class Network:
             return total / (n * self.terms), correct
         return total, correct
 
-    def gradients(self, x, y, index=None):
+    def gradients(self, x, y, index=None, total_rows=None):
         """Forward, loss and backward over one batch: the gradient of the
         mean loss is written into ``weight_grads`` and ``bias_grads``.
 
@@ -512,8 +516,16 @@ cdef class Network:
         The layers' dropout is applied (inverted: kept activations are
         scaled by ``1 / (1 - rate)``, as Keras' Dropout), with masks keyed by
         (seed, call count, layer, batch row, column); see :meth:`reseed`.
+
+        ``total_rows`` (an int >= the batch's rows; default: the batch's
+        rows): the gradient written is that of the loss summed over the
+        batch and divided by ``total_rows`` instead, the batch's share of
+        the mean over ``total_rows`` samples (one rank's part of a global
+        batch, at no extra pass: the loss gradient's scale is
+        ``1 / total_rows`` in place of ``1 / rows``).  The returned loss
+        stays the mean over the batch's own rows.
         """
-        return self._pass(x, y, index, True)
+        return self._pass(x, y, index, True, total_rows)
 
     def evaluate(self, x, y):
         """``(summed loss, correct predictions)`` over ``x`` and ``y`` (at

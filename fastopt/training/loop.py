@@ -89,8 +89,8 @@ class FitRun:
         because its loss or gradient holds nan or inf (with 'raise',
         FloatingPointError instead; nothing is applied either way)."""
         rows = index if self.parallel is None else self.parallel.local(index)
-        if len(rows):
-            loss = self.network.gradients(self.x, self.y, rows)[0]
+        if len(rows):  # the gradient of this rank's share of the batch's mean loss
+            loss = self.network.gradients(self.x, self.y, rows, len(index))[0]
             sums = self.network.metric_sums
         else:  # a rank's share of a last batch smaller than the number of ranks
             loss, sums = 0.0, [0.0] * len(self.model.objective.metrics)
@@ -98,7 +98,7 @@ class FitRun:
         # the loss can be finite while the backward pass overflowed: the
         # optimizer scans the gradient before applying anything
         if self.parallel is not None:
-            skipped = self.parallel.step(len(rows), len(index), math.isfinite(loss))
+            skipped = self.parallel.step(len(rows), math.isfinite(loss))
         else:
             skipped = not math.isfinite(loss) or self.model.optimizer.step(skip_nonfinite=True)
         if not skipped:

@@ -4,10 +4,12 @@ a distributed fit starts).
 
 Every rank runs the same fit over the same data with the same seed, so all
 draw the same permutation each epoch.  Of each global batch of ``B`` rows,
-rank ``r`` of ``N`` takes rows ``[B r / N, B (r+1) / N)``, computes their mean
-loss gradient in one call into C, and the gradients are combined by one
-collective: an in-place allreduce of the flat gradient weighted by
-``rows / B`` (``True``), or a reduce-scatter into 64-byte-aligned shards, the
+rank ``r`` of ``N`` takes rows ``[B r / N, B (r+1) / N)`` and computes, in one
+call into C, the gradient of their loss summed and divided by ``B`` (its
+share of the global mean: the loss gradient's scale is ``1 / B``, so no pass
+weighs it afterwards); the gradients are combined by one collective: an
+in-place allreduce of the flat gradient (``True``), or a reduce-scatter
+into 64-byte-aligned shards, the
 update of this rank's shard, and an all-gather of the parameters
 (``"sharded"``).  Then every rank holds the same parameters.  Loss and
 metric sums are reduced once per epoch; validation is split across
@@ -90,6 +92,10 @@ class DataParallel:
         self.model, self.mode = model, mode
         self.sharded = None
         self.checkpointing = False
+        # the step's allreduce, checked once here (allreduce_gradients_ checks
+        # its arguments on every call: 4 us a step)
+        MPI = mpi()
+        self._sum_gradients = (MPI.IN_PLACE, model.params.grad, MPI.SUM)
 
     def start(self, x, y, validation, rows, settings):
         """The start-up check (the same ValueError on every rank if the
@@ -117,16 +123,20 @@ class DataParallel:
         n = len(index)
         return index[n * self.rank // self.size:n * (self.rank + 1) // self.size]
 
-    def step(self, local_rows, total_rows, loss_finite):
+    def step(self, local_rows, loss_finite):
         """Combine the ranks' gradients and update: True if the batch is
         skipped because the loss or the summed gradient is not finite on some
-        rank (every rank decides the same)."""
+        rank (every rank decides the same).  Each rank's gradient is already
+        its share of the global batch's mean (``Network.gradients``'
+        ``total_rows``; zeros for a rank without rows), so the sum needs no
+        weighting pass."""
         grad = self.model.params.grad
         if not loss_finite and local_rows:
             grad[0] = np.nan  # so that every rank skips this batch
         if self.sharded is not None:
-            return self.sharded.step(local_rows, total_rows, skip_nonfinite=True)
-        dist.allreduce_gradients_(grad, local_rows, total_rows, self.comm)
+            return self.sharded.step(skip_nonfinite=True)
+        in_place, grad, op = self._sum_gradients  # allreduce_gradients_(grad, comm=...)
+        self.comm.Allreduce(in_place, grad, op=op)
         return self.model.optimizer.step(skip_nonfinite=True)
 
     def reduce_sums(self, *values):
