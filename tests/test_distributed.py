@@ -302,6 +302,8 @@ def test_torch_sharded_optimizer_checks_its_arguments_before_any_mpi_call():
     other = torch.nn.Linear(3, 2)
     with pytest.raises(ValueError, match="outside flat.params"):
         fot.ShardedOptimizer(fot.Adam(other.parameters()), flat)
+    with pytest.raises(ValueError, match="keeps float32 state"):
+        fot.ShardedOptimizer(fot.Adam(model.parameters(), state_dtype="bfloat16"), flat)
     half = torch.nn.Linear(8, 4).to(torch.bfloat16)
     with pytest.raises(TypeError, match="takes float32 models"):
         fot.ShardedOptimizer(fot.Adam(half.parameters()), fot.flatten_(half))

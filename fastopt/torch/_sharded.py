@@ -67,6 +67,10 @@ class ShardedOptimizer:
         if flat.params.dtype != torch.float32:
             raise TypeError(f"flat.params has dtype {flat.params.dtype}; the sharded optimizer "
                             "takes float32 models (the collectives sum float32)")
+        if getattr(optimizer, "state_dtype", "float32") != "float32":
+            raise ValueError(f"optimizer has state_dtype={optimizer.state_dtype!r}; the sharded "
+                             "optimizer keeps float32 state (8-bit blocks and stochastic "
+                             "rounding follow each kernel call's elements, which sharding cuts)")
         self.layout = _layout(optimizer, flat)     # checked before MPI is started
         self.comm = world(comm)
         self.optimizer, self.flat = optimizer, flat
