@@ -39,6 +39,11 @@ def _layout(optimizer, flat):
     return sorted(where, key=lambda t: t[2])
 
 
+def _per_element(value):
+    """True for a state entry with one value per element (not ``step``)."""
+    return isinstance(value, torch.Tensor) and value.dim() > 0
+
+
 class ShardedOptimizer:
     """Wrap a fastopt.torch ``optimizer`` built over the parameters of a model
     flattened by :func:`~fastopt.torch.flatten_` (``flat``, what it returned)
@@ -86,15 +91,14 @@ class ShardedOptimizer:
 
     def _shard_optimizer(self):
         """The optimizer over this rank's pieces, and ``[(piece, parameter,
-        its first element in the parameter)]``."""
-        pieces, groups, self._piece_groups = [], {}, []
+        its group index, its first element in the parameter, in flat)]``."""
+        pieces, groups = [], {}
         for g, p, offset in self.layout:
             a, b = max(offset, self.lo), min(offset + p.numel(), self.hi)
             if a < b:
                 piece = torch.nn.Parameter(self.flat.params[a:b])
                 piece.grad = self.shard_grad[a - self.lo:b - self.lo]
-                pieces.append((piece, p, a - offset))
-                self._piece_groups.append(g)
+                pieces.append((piece, p, g, a - offset, a))
                 groups.setdefault(g, []).append(piece)
         outer = self.optimizer.param_groups
         inner = type(self.optimizer)([{**outer[g], "params": ps} for g, ps in groups.items()])
@@ -149,20 +153,19 @@ class ShardedOptimizer:
     def _gather(self, key):
         """State tensor ``key`` over the whole flat buffer (zeros where a group has none)."""
         buf = aligned_zeros(self.flat.params.numel())
-        for piece, p, start in self.pieces:
+        for piece, _, _, _, at in self.pieces:
             st = self.inner.state.get(piece, {})
             if key in st:
-                buf[self._offset(p) + start:][:piece.numel()] = st[key].reshape(-1)
+                buf[at:at + piece.numel()] = st[key].reshape(-1)
         allgather_params_(buf.numpy(), self.comm)
         return buf
 
     def _state_keys(self):
         """Group index -> the names of its per-element state tensors, from every rank."""
-        group = {id(piece): g for (piece, _, _), g in zip(self.pieces, self._piece_groups)}
         mine = {}
-        for piece, st in self.inner.state.items():
-            mine.setdefault(group[id(piece)], set()).update(
-                k for k, v in st.items() if isinstance(v, torch.Tensor) and v.dim() > 0)
+        for piece, _, g, _, _ in self.pieces:
+            mine.setdefault(g, set()).update(
+                k for k, v in self.inner.state.get(piece, {}).items() if _per_element(v))
         keys = {}
         for theirs in self.comm.allgather(mine):
             for g, names in theirs.items():
@@ -173,7 +176,7 @@ class ShardedOptimizer:
         """Load an (unsharded, torch-layout) state_dict; each rank keeps its shard."""
         self.optimizer.load_state_dict(state_dict)
         state = {}
-        for piece, p, start in self.pieces:
+        for piece, p, _, start, _ in self.pieces:
             st = self.optimizer.state.get(p)
             if st:
                 state[piece] = {k: (v.reshape(-1)[start:start + piece.numel()].clone()
@@ -190,13 +193,10 @@ class ShardedOptimizer:
         if not self._stepped():
             return {}
         return {k: float(v) for k, v in self.inner.state[self.pieces[0][0]].items()
-                if not (isinstance(v, torch.Tensor) and v.dim() > 0)}
+                if not _per_element(v)}
 
     def _stepped(self):
         return bool(self.pieces) and bool(self.inner.state.get(self.pieces[0][0]))
-
-    def _offset(self, p):
-        return (p.data_ptr() - self.flat.params.data_ptr()) // 4
 
     def __repr__(self):
         return (f"ShardedOptimizer({type(self.optimizer).__name__}, rank {self.comm.rank} of "
