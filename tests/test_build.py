@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import fastopt
 from fastopt import _kernels
@@ -93,3 +94,25 @@ def test_update_kernel_stubs_are_generated_from_the_rule_tables():
     exec(compile(source.read_text(), str(source), "exec"), rules)
     stub = (Path(_kernels.__file__).parent / "_kernels.pyi").read_text()
     assert rules["stub_text"]() in stub
+
+
+@pytest.mark.slow
+def test_adam_floor_tool_builds_against_the_header_and_runs(tmp_path):
+    """bench/adam_floor.c (the floor BENCHMARKS.md cites) includes the kernel
+    header itself; it must keep compiling as the header changes, and run at
+    the SIMD level this CPU has.  Slow: compiling the whole header takes
+    about a minute."""
+    root = Path(__file__).resolve().parents[1]
+    source = root / "bench" / "adam_floor.c"
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None or not (root / "fastopt" / "_ext" / "fastopt_kernels.h").exists():
+        pytest.skip("needs a C compiler and the source tree")
+    exe = tmp_path / "adam_floor"
+    subprocess.run([cc, "-O2", "-fno-math-errno", "-ffp-contract=off", "-fopenmp", str(source),
+                    "-o", str(exe), "-lm"], check=True, capture_output=True)
+    out = subprocess.run([str(exe), "4096"], check=True, capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout
+    rows = {line.split("  ")[1].strip(): float(line.split()[-2]) for line in out.splitlines()[1:]}
+    assert set(rows) == {"fastopt", "no root", "traffic", "root only"}, out
+    assert all(ns > 0 for ns in rows.values()), out
+    assert subprocess.run([str(exe), "0"], capture_output=True).returncode == 2
