@@ -19,7 +19,7 @@ import torch
 from torch._C import _increment_version
 
 import fastopt
-from fastopt.torch._flatten import aligned_zeros, check_tensor, grad_view
+from fastopt.torch._flatten import aligned_zeros, check_tensor, grad_view, restore_grad_view
 from fastopt.torch._hooks import hooked_step, wrapped
 from fastopt.torch._plan import (Guard, Plan, Run, adjacent, data_ptr_of, follows, grad_of,
                                  numpy_view, span)
@@ -277,14 +277,12 @@ class FastoptOptimizer:
         plan.gids = [id(g) for g in plan.grads]
 
     def _restore_views(self, params, index, group, gi):
-        with torch.no_grad():
-            for j in index:
-                p = params[j]
-                view = grad_view(p)
-                if p.grad is not view:
-                    self._check_param(p, group, gi, j)
-                    view.copy_(p.grad)
-                    p.grad = view
+        for j in index:
+            p = params[j]
+            view = grad_view(p)
+            if p.grad is not view:
+                self._check_param(p, group, gi, j)
+                restore_grad_view(p, view)
 
     # -- building a plan ------------------------------------------------------
 

@@ -28,6 +28,19 @@ def grad_view(p):
     return view
 
 
+def restore_grad_view(p, view):
+    """Make ``view`` (``grad_view(p)``) ``p``'s gradient again, holding the
+    values of the ``.grad`` that replaced it (zeros if that is None): what
+    a backward pass after ``zero_grad(set_to_none=True)`` leaves outside the
+    flat buffer comes back into it."""
+    with torch.no_grad():
+        if p.grad is None:
+            view.zero_()
+        else:
+            view.copy_(p.grad)
+    p.grad = view
+
+
 class FlatBuffers:
     """What :func:`flatten_` made: ``params`` and ``grads``, two 1-D tensors
     of the parameters' dtype whose consecutive slices are the parameters' data and gradients

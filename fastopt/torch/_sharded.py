@@ -14,7 +14,7 @@ import torch
 from fastopt.distributed import allgather_params_, reduce_scatter_gradients, shard_bounds
 from fastopt.distributed._env import world
 from fastopt.torch._engine import FastoptOptimizer
-from fastopt.torch._flatten import FlatBuffers, aligned_zeros, grad_view
+from fastopt.torch._flatten import FlatBuffers, aligned_zeros, grad_view, restore_grad_view
 
 
 def _layout(optimizer, flat):
@@ -111,12 +111,7 @@ class ShardedOptimizer:
         for _, p, _ in self.layout:   # a .grad replaced since flatten_: back into the buffer
             view = grad_view(p)
             if p.grad is not view:
-                with torch.no_grad():
-                    if p.grad is None:
-                        view.zero_()
-                    else:
-                        view.copy_(p.grad)
-                p.grad = view
+                restore_grad_view(p, view)
         reduce_scatter_gradients(self.flat.grads.numpy(), self.shard_grad.numpy(), rows,
                                  total_rows, self.comm)
         for group, g in zip(self.inner.param_groups, self._group_of):
