@@ -16,6 +16,7 @@ metric sums are reduced once per epoch; validation is split across
 the ranks and its sums reduced.  Only rank 0 prints and writes checkpoints.
 """
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -25,6 +26,8 @@ from fastopt.distributed._env import mpi
 from fastopt.training.callbacks import ModelCheckpoint
 
 MODES = (False, True, "sharded")
+#: seconds a failing rank waits between writing its traceback and aborting the job
+_ABORT_GRACE_S = 0.2
 
 
 def check_mode(distributed):
@@ -168,8 +171,12 @@ class DataParallel:
         except FloatingPointError:
             raise
         except BaseException:
-            traceback.print_exc()
+            # the traceback in one write, and a moment for the process manager
+            # to forward it: Abort ends every rank at once, and output still
+            # in transit is lost (piece by piece, only its first line arrived)
+            sys.stderr.write(traceback.format_exc())
             sys.stderr.flush()
+            time.sleep(_ABORT_GRACE_S)
             self.comm.Abort(1)
             raise
         return self.finish(history)
