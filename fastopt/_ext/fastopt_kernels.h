@@ -699,25 +699,29 @@ FO_INLINE int fo_adam_body(const fo_adam_args *a, float *restrict P,
 
 /* The code of |x| / scale (y in [0, 1], or nan), with `bias` (15 or 31) and
  * `under`: the code of a positive value below the smallest (0 or 8); in the
- * top byte (code << 24), see below.
- * After the rounding, ur >> 20 is the float's exponent and 3 mantissa bits,
- * E * 8 + f, so the code (E - 127 + bias) * 8 + f is (ur - (127 - bias) *
+ * top byte (code << 24; the bits below it are not zero), see below.
+ * After the rounding, w >> 20 is the float's exponent and 3 mantissa bits,
+ * E * 8 + f, so the code (E - 127 + bias) * 8 + f is (w - (127 - bias) *
  * 2^23) >> 20 (an arithmetic shift: below the range it is negative), and
  * "exponent below the range" is "code < 8"; y <= 1 keeps the code at most
- * bias * 8.  Each step is one vector instruction.  The code is returned in
- * the top byte so that the caller's last operation is a right shift by 24:
- * GCC then narrows only that result to bytes (one pack chain per 32
- * elements); a mask or sign applied to the 8-bit value made it narrow and
- * pack each operand separately. */
+ * bias * 8.  The code in the top byte is w << 4 (bits 20-27 of w, whose
+ * bits 0-19 the caller's last shift drops), and the tests on the code are
+ * tests on w, so no shift back and forth (one instruction per moment less
+ * than shifting the code down and up again; the same top byte for every y,
+ * checked on all 2^31 non-negative floats).  Each step is one vector
+ * instruction.  The code is returned in the top byte so that the caller's
+ * last operation is a right shift by 24: GCC then narrows only that result
+ * to bytes (one pack chain per 32 elements); a mask or sign applied to the
+ * 8-bit value made it narrow and pack each operand separately. */
 FO_INLINE uint32_t fo_q8_mag_hi(float y, const uint32_t bias, const uint32_t under) {
     uint32_t u = fo_to_bits(y); /* y >= 0: its bits order as its values */
     u = u < 0x3f800000u ? u : 0x3f800000u; /* at most 1 (nan too: its scale is nan) */
-    const int32_t t = (int32_t)(u + (0x7ffffu - ((127u - bias) << 23)) + ((u >> 20) & 1u)) >> 20;
-    if (under == 0) /* (a constant) 0 below the range, and for 0 */
-        return ((uint32_t)t << 24) & (0u - (uint32_t)(t >= 8));
+    const int32_t w = (int32_t)(u + (0x7ffffu - ((127u - bias) << 23)) + ((u >> 20) & 1u));
+    if (under == 0) /* (a constant) 0 below the range (code < 8), and for 0 */
+        return ((uint32_t)w << 4) & (0u - (uint32_t)(w >= (8 << 20)));
     /* the smallest code below the range; 0 stays 0 */
-    return ((uint32_t)(t > (int32_t)under ? t : (int32_t)under) << 24) &
-           (0u - (uint32_t)(u != 0));
+    const int32_t least = (int32_t)(under << 20);
+    return ((uint32_t)(w > least ? w : least) << 4) & (0u - (uint32_t)(u != 0));
 }
 
 /* The value of magnitude code mag (times the scale, by the caller), given
