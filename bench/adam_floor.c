@@ -29,7 +29,6 @@
 #include "../fastopt/_ext/fastopt_kernels.h"
 
 #include <stdio.h>
-#include <string.h>
 #include <time.h>
 
 static double now(void) {
@@ -92,12 +91,12 @@ FLOOR_LOOPS(baseline, )
 
 /* loops[k - 1] at the SIMD level the kernels run at (fo_best_simd). */
 static void floor_loops(floor_fn loops[3]) {
-    const char *level = fo_tables[fo_best_simd()].name;
+    const int isa = fo_best_simd();
     floor_fn chosen[3] = {floor0_baseline, floor1_baseline, floor2_baseline};
 #if FO_X86
-    if (strcmp(level, "avx512f") == 0) {
+    if (isa == FO_ISA_AVX512) {
         chosen[0] = floor0_avx512, chosen[1] = floor1_avx512, chosen[2] = floor2_avx512;
-    } else if (strcmp(level, "avx2") == 0) {
+    } else if (isa == FO_ISA_AVX2) {
         chosen[0] = floor0_avx2, chosen[1] = floor1_avx2, chosen[2] = floor2_avx2;
     }
 #endif
