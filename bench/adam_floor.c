@@ -27,15 +27,9 @@
  *       -o /tmp/adam_floor -lm && OMP_NUM_THREADS=1 /tmp/adam_floor 71146
  */
 #include "../fastopt/_ext/fastopt_kernels.h"
+#include "timing.h"
 
 #include <stdio.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 /* Less than Adam, over the same buffers.  kind 0: fastopt's Adam
  * arithmetic with m / (sqrt(v) * dscale + eps) replaced by
@@ -103,11 +97,6 @@ static void floor_loops(floor_fn loops[3]) {
     for (int k = 0; k < 3; k++) loops[k] = chosen[k];
 }
 
-static int by_value(const void *x, const void *y) {
-    const double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
-
 int main(int argc, char **argv) {
     const ptrdiff_t n = argc > 1 ? atol(argv[1]) : 71146;
     enum { CALLS = 2000, KINDS = 4 };
@@ -144,9 +133,8 @@ int main(int argc, char **argv) {
     printf("n = %ld, %s kernels, median of %d calls each, alternated\n", (long)n,
            fo_tables[fo_best_simd()].name, CALLS);
     for (int k = 0; k < KINDS; k++) {
-        qsort(t[k], CALLS, sizeof(double), by_value);
-        printf("  %-9s %8.2f us  %.3f ns/element\n", names[k], t[k][CALLS / 2] * 1e6,
-               t[k][CALLS / 2] / n * 1e9);
+        const double mid = median(t[k], CALLS);
+        printf("  %-9s %8.2f us  %.3f ns/element\n", names[k], mid * 1e6, mid / n * 1e9);
     }
     return 0;
 }

@@ -25,9 +25,9 @@
  * without it, this CPU's default.
  */
 #include "../fastopt/_ext/fastopt_kernels.h"
+#include "timing.h"
 
 #include <stdio.h>
-#include <time.h>
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
@@ -36,12 +36,6 @@ enum { FORMATS = 3, SMALL = 65536, CALLS = 2000, ROUNDS = 11 };
 static const char *format_names[FORMATS] = {"float32", "bfloat16", "8-bit"};
 static const int state_formats[FORMATS] = {FO_F32, FO_BF16, FO_Q8};
 static const size_t state_sizes[FORMATS] = {4, 2, 1};
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 static void *zeros(size_t bytes) {
     const size_t huge = (size_t)1 << 21, rounded = (bytes + huge - 1) / huge * huge;
@@ -98,11 +92,6 @@ TRAFFIC(avx2, FO_TARGET_AVX2)
 #endif
 TRAFFIC(baseline, )
 
-static int by_value(const void *x, const void *y) {
-    const double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
-
 int main(int argc, char **argv) {
     const ptrdiff_t n = argc > 1 ? atol(argv[1]) : 16777216;
     if (n < SMALL) {
@@ -149,11 +138,9 @@ int main(int argc, char **argv) {
     printf("  %-9s %9s %9s %9s %9s %9s\n", "state", "in cache", "traffic", "at n", "max",
            "sum");
     for (int f = 0; f < FORMATS; f++) {
-        qsort(at_n[f], ROUNDS, sizeof(double), by_value);
-        qsort(mem[f], ROUNDS, sizeof(double), by_value);
-        const double c = cache[f] / SMALL * 1e9, m = mem[f][ROUNDS / 2] / n * 1e9;
+        const double c = cache[f] / SMALL * 1e9, m = median(mem[f], ROUNDS) / n * 1e9;
         printf("  %-9s %9.3f %9.3f %9.3f %9.3f %9.3f\n", format_names[f], c, m,
-               at_n[f][ROUNDS / 2] / n * 1e9, c > m ? c : m, c + m);
+               median(at_n[f], ROUNDS) / n * 1e9, c > m ? c : m, c + m);
     }
     return 0;
 }
