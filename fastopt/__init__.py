@@ -27,13 +27,13 @@ from fastopt._kernels import (BoundUpdate, adadelta_, adagrad_, adam_, adamax_, 
                               softmax_cross_entropy, sum_squares)
 from fastopt import callbacks, checkpoint, datasets, optim, schedules  # noqa: E402
 from fastopt import layers, losses, metrics  # noqa: E402
-from fastopt.optim.flat import FlatParameters
+from fastopt.optim.flat import FlatParameters, aligned_empty, aligned_zeros
 from fastopt.training import MLP, History, Sequential
 from fastopt import search  # noqa: E402  (after MLP: it builds MLPs)
 
-__all__ = ["BoundUpdate", "FlatParameters", "History", "MLP", "Sequential", "adadelta_",
-           "adagrad_", "adam_", "adamax_", "adamw_", "lion_", "nadam_",
-           "all_finite", "bind", "binary_cross_entropy", "build_info", "callbacks", "checkpoint",
-           "datasets", "layers", "losses", "mean_squared_error", "metrics", "optim",
-           "rmsprop_", "schedules", "search", "sgd_", "softmax_cross_entropy", "sum_squares",
-           "__version__"]
+__all__ = ["BoundUpdate", "FlatParameters", "History", "MLP", "Sequential", "__version__",
+           "adadelta_", "adagrad_", "adam_", "adamax_", "adamw_", "aligned_empty",
+           "aligned_zeros", "all_finite", "binary_cross_entropy", "bind", "build_info",
+           "callbacks", "checkpoint", "datasets", "layers", "lion_", "losses",
+           "mean_squared_error", "metrics", "nadam_", "optim", "rmsprop_", "schedules", "search",
+           "sgd_", "softmax_cross_entropy", "sum_squares"]

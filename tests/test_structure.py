@@ -17,7 +17,7 @@ _MAX_MODULE_LINES = 400
 # layer of the longest prefix that names it.
 _LAYERS = (
     ("fastopt._validate", "fastopt._objectives", "fastopt._io", "fastopt._openmp",
-     "fastopt.datasets"),
+     "fastopt._placement", "fastopt.datasets"),
     ("fastopt.optim", "fastopt.distributed"),
     ("fastopt.training",),
     ("fastopt", "fastopt.callbacks", "fastopt.checkpoint", "fastopt.layers", "fastopt.losses",

@@ -11,23 +11,31 @@ import operator
 
 import numpy as np
 
-ALIGNMENT = 64  # bytes: a cache line, and one AVX-512 vector
+from fastopt import _placement
+from fastopt._validate import check_int
+from fastopt._placement import ALIGNMENT  # noqa: F401  (fastopt.distributed uses it)
 
 
-def aligned_empty(n, dtype=np.float32, alignment=ALIGNMENT):
-    """An uninitialised 1-D array of ``n`` elements whose data starts on an
-    ``alignment``-byte boundary."""
-    n = operator.index(n)
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    dtype = np.dtype(dtype)
-    raw = np.empty(n * dtype.itemsize + alignment, np.uint8)
-    offset = (-raw.ctypes.data) % alignment
-    return raw[offset:offset + n * dtype.itemsize].view(dtype)
+def aligned_empty(n, dtype=np.float32):
+    """An uninitialised 1-D array of ``n`` elements of ``dtype`` whose data
+    starts on a 64-byte boundary and, from 1 MiB up, at a colour that keeps
+    it off the DRAM banks of the large buffers allocated just before it (see
+    ``fastopt._placement``).  Raises TypeError if ``n`` is not an int or
+    ``dtype`` not a NumPy dtype, ValueError if ``n`` is negative."""
+    n = check_int(n, "n", minimum=0)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a NumPy dtype, got {dtype!r}") from None
+    nbytes = n * dtype.itemsize
+    raw = np.empty(nbytes + _placement.padding(nbytes), np.uint8)
+    offset = _placement.skip(raw.ctypes.data, nbytes)
+    return raw[offset:offset + nbytes].view(dtype)
 
 
-def aligned_zeros(n, dtype=np.float32, alignment=ALIGNMENT):
-    out = aligned_empty(n, dtype, alignment)
+def aligned_zeros(n, dtype=np.float32):
+    """:func:`aligned_empty`, filled with zeros."""
+    out = aligned_empty(n, dtype)
     out.fill(0)
     return out
 

@@ -2,18 +2,21 @@
 
 import torch
 
+from fastopt import _placement
+
 # The attribute a flattened parameter carries: its view of the flat gradient buffer.
 GRAD_VIEW = "_fastopt_grad_view"
-_ALIGN = 64
 
 
 def aligned_zeros(n, fill=0.0, dtype=torch.float32):
     """A 1-D CPU tensor of ``n`` elements of ``dtype`` filled with ``fill``,
-    whose first element is 64-byte aligned (the kernels' widest vector load)."""
+    placed as fastopt places its NumPy buffers (``fastopt._placement``): its
+    first element 64-byte aligned (the kernels' widest vector load) and,
+    from 1 MiB up, coloured off the DRAM banks of the buffers before it."""
     size = torch.empty(0, dtype=dtype).element_size()
-    extra = _ALIGN // size
-    base = torch.empty(n + extra, dtype=dtype)
-    skip = (-base.data_ptr() % _ALIGN) // size
+    nbytes = n * size
+    base = torch.empty(n + -(-_placement.padding(nbytes) // size), dtype=dtype)
+    skip = _placement.skip(base.data_ptr(), nbytes) // size
     flat = base[skip:skip + n]
     flat.fill_(fill)
     return flat
