@@ -7,8 +7,10 @@ buffers, built from the same starting arrays, plus a function returning the
 parameter after the step (for the correctness check made before timing).
 """
 import math
+import time
 
 import numpy as np
+import pytest
 
 import fastopt
 
@@ -177,3 +179,27 @@ def paired_times(times, ours="fastopt", **extra):
     return {name: {"median": float(np.median(t)), "min": float(np.min(t)),
                    "ratio": float(np.median(np.array(t) / ours)), **extra}
             for name, t in times.items()}
+
+
+def skip_one_thread_sizes(size, threads):
+    """Skip a many-thread case where fastopt's kernels would run on one thread."""
+    if threads > 1 and size < fastopt.build_info()["parallel_min_elements"]:
+        pytest.skip("below fastopt's threading threshold the kernels run on one thread")
+
+
+def round_robin(steps, seed):
+    """``(one_round, times)`` for a paired group, after one call of each
+    step (first touch of its pages): ``one_round()`` calls every
+    ``steps[name]()`` once, in a new shuffled order each round (drawn from
+    ``seed``), and appends each call's seconds to ``times[name]``."""
+    for step in steps.values():
+        step()
+    order = np.random.default_rng(seed)
+    times = {name: [] for name in steps}
+
+    def one_round():
+        for name in order.permutation(list(steps)):
+            start = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - start)
+    return one_round, times

@@ -13,10 +13,11 @@
  *
  * and prints beside "at n" the larger of the first two (perfect overlap)
  * and their sum (none).  The n-element calls are alternated round by
- * round.  Buffers are 2 MiB-aligned and advised into huge pages, as NumPy
- * allocates large arrays on Linux.  Not part of the package or the test
- * suite; the measurement behind docs/low_precision.md ("A step costs about
- * the sum of its arithmetic and its memory time").
+ * round.  Buffers are advised into huge pages, as NumPy allocates large
+ * arrays on Linux, and placed as fastopt places its own (see zeros()).
+ * Not part of the package or the test suite; the measurement behind
+ * docs/low_precision.md ("A step costs about the sum of its arithmetic and
+ * its memory time").
  *
  * Build and run from the repository root:
  *   gcc -O3 -fno-math-errno -ffp-contract=off -fopenmp bench/lowp_overlap.c \
@@ -37,15 +38,20 @@ static const char *format_names[FORMATS] = {"float32", "bfloat16", "8-bit"};
 static const int state_formats[FORMATS] = {FO_F32, FO_BF16, FO_Q8};
 static const size_t state_sizes[FORMATS] = {4, 2, 1};
 
+/* Zeroed memory placed as fastopt._placement places the buffers fastopt
+ * allocates: the k-th buffer starts (k mod 8) x 64 KiB past a 2 MiB boundary,
+ * so that buffers allocated one after another do not share DRAM banks. */
 static void *zeros(size_t bytes) {
-    const size_t huge = (size_t)1 << 21, rounded = (bytes + huge - 1) / huge * huge;
-    void *x = aligned_alloc(huge, rounded);
+    static unsigned color = 0;
+    const size_t huge = (size_t)1 << 21, skip = (size_t)(color++ % 8) * 65536;
+    const size_t rounded = (bytes + skip + huge - 1) / huge * huge;
+    char *x = aligned_alloc(huge, rounded);
     if (!x) exit(1);
 #ifdef MADV_HUGEPAGE
     madvise(x, rounded, MADV_HUGEPAGE);
 #endif
     memset(x, 0, rounded);
-    return x;
+    return x + skip;
 }
 
 /* Adam's arguments over n fresh elements of state format f (PyTorch's form,

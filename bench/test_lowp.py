@@ -12,9 +12,13 @@ Bytes moved per element (writes counted once; a write also costs a read
 for ownership unless the line is already cached): float32 28 (read p, g, m,
 v; write p, m, v); bfloat16 state 20; 8-bit state 16 (+ 8 bytes of scales
 per 2048); bfloat16 gradient + bfloat16 copy 28 (p 8, g 2, m and v 16, copy
-2: the copy costs what the narrower gradient saves); all three 20."""
-import time
+2: the copy costs what the narrower gradient saves); all three 20.
 
+Every buffer, torch's too, is allocated by ``fastopt.aligned_empty`` (as
+fastopt's optimizer classes allocate): ``np.empty`` would put buffers of
+2**23-2**26 elements about a power of two apart, where the streams of a
+step contend for DRAM banks and a variant's time depends on its buffers'
+addresses (``bench/test_placement.py``)."""
 import numpy as np
 import pytest
 
@@ -30,17 +34,23 @@ def _variants(p0, g0):
     """name -> (step, state bytes, bytes moved per element)."""
     fastopt = impls.fastopt
     n = p0.size
+    zeros = fastopt.aligned_zeros
+
+    def placed(a):
+        out = fastopt.aligned_empty(a.size, a.dtype)
+        out[...] = a
+        return out
     block = fastopt.build_info()["q8_block_elements"]
     out = {}
 
     def adam(state_dtype, grad_dtype, copy):
-        p, g = p0.copy(), g0.astype(grad_dtype)
+        p, g = placed(p0), placed(g0.astype(grad_dtype))
         if state_dtype == "int8":
-            m, v = np.zeros(n, np.uint8), np.zeros(n, np.uint8)
-            scales = np.zeros(2 * -(-n // block), np.float32)
+            m, v = zeros(n, np.uint8), zeros(n, np.uint8)
+            scales = zeros(2 * -(-n // block), np.float32)
         else:
-            m, v, scales = np.zeros(n, state_dtype), np.zeros(n, state_dtype), None
-        pc = None if copy is None else np.zeros(n, copy)
+            m, v, scales = zeros(n, state_dtype), zeros(n, state_dtype), None
+        pc = None if copy is None else zeros(n, copy)
         t = iter(range(1, 1 << 30))
 
         def step():
@@ -56,8 +66,8 @@ def _variants(p0, g0):
     out["bf16-state+bf16-grad+copy"] = (*adam(BF16, BF16, BF16), 20)
     torch = _torch()
     if torch is not None:
-        tp = torch.from_numpy(p0.copy()).requires_grad_()
-        tp.grad = torch.from_numpy(g0.copy())
+        tp = torch.from_numpy(placed(p0)).requires_grad_()
+        tp.grad = torch.from_numpy(placed(g0))
         opt = torch.optim.Adam([tp], lr=LR, fused=True)
         out["torch-fused-fp32"] = (opt.step, 8 * n, 28)
     return out
@@ -72,31 +82,18 @@ def _torch():
 
 
 def test_adam_low_precision_paired(benchmark, thread_limit, size, threads):
-    if threads > 1 and size < impls.fastopt.build_info()["parallel_min_elements"]:
-        pytest.skip("below fastopt's threading threshold the kernels run on one thread")
+    impls.skip_one_thread_sizes(size, threads)
     p0, g0 = impls.start(size)
-    order = np.random.default_rng(size + threads)
     with thread_limit(threads):
         variants = _variants(p0, g0)
         del p0, g0
-        names = list(variants)
-        times = {name: [] for name in names}
-        for name in names:
-            variants[name][0]()  # warm up (first touch of the pages)
-
-        def one_round():
-            for name in order.permutation(names):
-                start = time.perf_counter()
-                variants[name][0]()
-                times[name].append(time.perf_counter() - start)
-
+        steps = {name: v[0] for name, v in variants.items()}
+        one_round, times = impls.round_robin(steps, seed=size + threads)
         benchmark.group = f"adam-lowp n={size} {threads}t, paired"
         benchmark.extra_info.update({"rule": "adam-lowp", "impl": "one round", "size": size,
                                      "threads": threads, "paired": True})
         benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
-    ours = np.array(times["fp32"])
-    benchmark.extra_info["times"] = {
-        name: {"median": float(np.median(t)), "min": float(np.min(t)),
-               "ratio": float(np.median(np.array(t) / ours)),
-               "state_bytes": int(variants[name][1]), "bytes_per_element": variants[name][2]}
-        for name, t in times.items()}
+    paired = impls.paired_times(times, ours="fp32")
+    for name, entry in paired.items():
+        entry.update(state_bytes=int(variants[name][1]), bytes_per_element=variants[name][2])
+    benchmark.extra_info["times"] = paired

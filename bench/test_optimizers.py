@@ -13,7 +13,6 @@ bandwidth drifts over seconds, two kernels that both run at DRAM speed can
 swap places from one run to the next; alternating gives both the same
 conditions, and the median of the per-round ratios cancels the drift.
 """
-import time
 
 import numpy as np
 import pytest
@@ -32,11 +31,6 @@ def _has_torch():
 IMPLEMENTATIONS = ["fastopt", "fastopt-bound", "numpy", "torch-fused", "torch-foreach",
                    "torch-forloop"]
 BOUND_MAX = 71146  # above this the per-call overhead is lost in the kernel's time
-
-
-def _skip_one_thread_sizes(size, threads):
-    if threads > 1 and size < impls.fastopt.build_info()["parallel_min_elements"]:
-        pytest.skip("below fastopt's threading threshold the kernels run on one thread")
 
 
 def _make(impl, rule, p0, g0, tensors=1):
@@ -70,7 +64,7 @@ def _check_then_time(benchmark, step, result, reference, info):
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("rule", impls.RULES)
 def test_step(benchmark, thread_limit, rule, impl, size, threads):
-    _skip_one_thread_sizes(size, threads)
+    impls.skip_one_thread_sizes(size, threads)
     p0, g0 = impls.start(size)
     ref_step, ref_result = impls.make_fastopt(rule, p0, g0)
     ref_step()
@@ -102,7 +96,7 @@ def _paired_rivals(rule, size):
 def test_step_paired(benchmark, thread_limit, request, rule, size, threads):
     if size < request.config.getoption("--paired-min-size"):
         pytest.skip("paired only from --paired-min-size elements")
-    _skip_one_thread_sizes(size, threads)
+    impls.skip_one_thread_sizes(size, threads)
     rivals = _paired_rivals(rule, size)
     if not rivals:
         pytest.skip("nothing to pair fastopt with")
@@ -111,22 +105,13 @@ def test_step_paired(benchmark, thread_limit, request, rule, size, threads):
     ref_step()
     reference = ref_result().copy()
     del ref_step, ref_result
-    names = ["fastopt"] + rivals
-    times = {name: [] for name in names}
-    order = np.random.default_rng(size + threads)
     with thread_limit(threads):
         steps = {}
-        for name in names:
+        for name in ["fastopt"] + rivals:
             step, result = _make(name, rule, p0, g0)
             _check(step, result, reference)
             steps[name] = step
-
-        def one_round():
-            for name in order.permutation(names):
-                start = time.perf_counter()
-                steps[name]()
-                times[name].append(time.perf_counter() - start)
-
+        one_round, times = impls.round_robin(steps, seed=size + threads)
         benchmark.group = f"{rule} n={size} {threads}t, paired"
         benchmark.extra_info.update({"rule": rule, "impl": "one round", "size": size,
                                      "threads": threads, "paired": True})

@@ -8,7 +8,6 @@ in a shuffled order, so a drifting host cannot decide the comparison.  The
 report reads these groups as paired groups ("vs fastopt" above 1 means the
 other setting is slower).  Results are bit-identical either way (checked).
 """
-import time
 
 import numpy as np
 import pytest
@@ -31,15 +30,8 @@ def test_prefetch_paired(benchmark, thread_limit, request, rule, size, threads):
         step, result = impls.make_fastopt(rule, p0, g0)
         steps[name] = _with_prefetch(step, setting, default)
         results[name] = result
-    times = {name: [] for name in steps}
-    order = np.random.default_rng(size + threads)
     with thread_limit(threads):
-        def one_round():
-            for name in order.permutation(list(steps)):
-                start = time.perf_counter()
-                steps[name]()
-                times[name].append(time.perf_counter() - start)
-
+        one_round, times = impls.round_robin(steps, seed=size + threads)
         benchmark.group = f"prefetch: {rule} n={size} {threads}t, paired"
         benchmark.extra_info.update({"rule": rule, "impl": "one round", "size": size,
                                      "threads": threads, "paired": True,
