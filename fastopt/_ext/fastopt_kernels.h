@@ -446,10 +446,12 @@ FO_INLINE int fo_sgd_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
  *   p <- p * p_scale;  d = gscale * g [+ wd * p]
  *   s <- s + d * d
  *   den = eps_inside ? sqrt(s + eps) : sqrt(s) + eps
- *   p <- p + neg_clr * (d / den)
+ *   p <- p + (neg_clr * d) / den
  *
  * PyTorch: eps outside the root, neg_clr = -lr / (1 + (step - 1) lr_decay).
  * Keras:   eps inside the root.
+ * Both multiply before they divide (torch's addcdiv, Keras' lr * g / den):
+ * the same order gives their bits.
  *
  * Low precision as SGD's: the sum float32 or bfloat16 (stored rounded,
  * fo_sr_half(key, i, 0)); den uses the float32 sum.
@@ -478,7 +480,7 @@ FO_INLINE int fo_adagrad_body(const fo_adagrad_args *a, float *restrict P,
         const float s = fo_load(S, i, sf) + d * d;
         fo_store_state(S, i, s, sf, fo_sr_half(key, i, 0, sf));
         const float den = fo_pick(eps_inside, sqrtf(s + eps), sqrtf(s) + eps, bits);
-        P[i] = p + neg_clr * (d / den);
+        P[i] = p + (neg_clr * d) / den;
     }
     return 0;
 }
@@ -498,14 +500,18 @@ FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 /* RMSprop, plain / centred / with momentum, in PyTorch's or Keras' form.
  *
  *   p <- p * p_scale;  d = gscale * g [+ wd * p]
- *   v <- alpha * v + (1 - alpha) * d * d
+ *   v <- alpha * v + sq_first ? (1 - alpha) * (d * d) : ((1 - alpha) * d) * d
  *   centred: a <- lerp(a, d, 1 - alpha);  w = v - a * a   else w = v
  *   den = eps_inside ? sqrt(w + eps) : sqrt(w) + eps
- *   momentum: b <- mu * b + c * (d / den);  p <- p + s * b
- *   else:     p <- p + s * (d / den)
+ *   momentum: b <- mu * b + (c * d) / den;  p <- p + s * b
+ *   else:     p <- p + (s * d) / den
  *
- * PyTorch: eps outside, c = 1, s = -lr.
- * Keras:   eps inside, c = lr, s = -1 with momentum (s = -lr without).
+ * PyTorch: eps outside, c = 1, s = -lr; ((1 - alpha) * d) * d (addcmul's order).
+ * Keras:   eps inside, c = lr, s = -1 with momentum (s = -lr without);
+ *          (1 - alpha) * (d * d) (ops.square first).
+ * Each product and quotient is taken in its framework's order, so that a
+ * step gives its bits (a 1-ulp difference in a step grows over a training
+ * run where gradients are near 0, since d / den hardly depends on |d|).
  *
  * Low precision as SGD's: v, b and a all float32 or all bfloat16, each
  * stored rounded (stochastically with fo_sr_half(key, i, k), k = 0 for v,
@@ -515,7 +521,7 @@ typedef struct {
     float *p; const void *g; void *sq; void *buf; void *gavg;
     float p_scale, gscale, wd, alpha, one_m_alpha, eps, mu, c, s;
     float a_c;                        /* fo_lerp's c and from_b for the centred average */
-    int has_wd, eps_inside, a_from_d;
+    int has_wd, eps_inside, a_from_d, sq_first;
     int gfmt, sfmt, stochastic;       /* formats: see fo_load; FO_BY_FORMATS */
     uint32_t key;                     /* fo_sr_key(seed, step), stochastic rounding */
 } fo_rmsprop_args;
@@ -528,7 +534,8 @@ FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, float *restrict P,
     const float p_scale = a->p_scale, gscale = a->gscale, wd = a->wd,
                 alpha = a->alpha, one_m_alpha = a->one_m_alpha, eps = a->eps,
                 mu = a->mu, c = a->c, s = a->s, a_c = a->a_c;
-    const int has_wd = a->has_wd, eps_inside = a->eps_inside, a_from_d = a->a_from_d;
+    const int has_wd = a->has_wd, eps_inside = a->eps_inside, a_from_d = a->a_from_d,
+              sq_first = a->sq_first;
     const uint32_t key = a->key;
     /* see fo_pick; centred with momentum, the float32 loop stayed scalar too */
     const int bits = gf != FO_F32 || sf != FO_F32 || (has_buf && centered);
@@ -537,7 +544,8 @@ FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, float *restrict P,
         const float p = P[i] * p_scale;
         float d = gscale * g;
         d = fo_pick(has_wd, d + wd * p, d, bits);
-        const float v = alpha * fo_load(V, i, sf) + one_m_alpha * (d * d);
+        const float sq = fo_pick(sq_first, one_m_alpha * (d * d), (one_m_alpha * d) * d, bits);
+        const float v = alpha * fo_load(V, i, sf) + sq;
         fo_store_state(V, i, v, sf, fo_sr_half(key, i, 0, sf));
         float w = v;
         if (centered) {
@@ -546,13 +554,12 @@ FO_INLINE int fo_rmsprop_body(const fo_rmsprop_args *a, float *restrict P,
             w = v - ga * ga;
         }
         const float den = fo_pick(eps_inside, sqrtf(w + eps), sqrtf(w) + eps, bits);
-        const float step = d / den;
         if (has_buf) {
-            const float b = mu * fo_load(B, i, sf) + c * step;
+            const float b = mu * fo_load(B, i, sf) + (c * d) / den;
             fo_store_state(B, i, b, sf, fo_sr_half(key, i, 1, sf));
             P[i] = p + s * b;
         } else {
-            P[i] = p + s * step;
+            P[i] = p + (s * d) / den;
         }
     }
     return 0;

@@ -257,7 +257,7 @@ RMSPROP = Rule(
     checks="convention lr alpha eps weight_decay momentum centered maximize grad_scale "
            "skip_nonfinite decoupled_weight_decay step rounding seed",
     derived=("float one_m_alpha, c, s, a_c",
-             "int eps_inside, a_from_d, gfmt, sfmt, stochastic", "unsigned int key"),
+             "int eps_inside, a_from_d, sq_first, gfmt, sfmt, stochastic", "unsigned int key"),
     extra_buffers='_stochastic_state(&a.stochastic, h.rounding, a.sfmt, "square_avg is")',
 )
 
@@ -398,7 +398,7 @@ PyTorch rule (``convention='torch'``, ``torch.optim.Adagrad``)::
     g     = g + weight_decay * param                    (L2 decay)
     clr   = lr / (1 + (step - 1) * lr_decay)
     state_sum = state_sum + g * g
-    param = param - clr * g / (sqrt(state_sum) + eps)
+    param = param - clr * g / (sqrt(state_sum) + eps)    (clr * g first, as torch's addcdiv)
 
 Keras rule (``convention='keras'``, ``keras.optimizers.Adagrad``): eps
 inside the root, ``param - lr * g / sqrt(state_sum + eps)``; the Keras
@@ -431,7 +431,12 @@ Keras rule (``convention='keras'``, ``keras.optimizers.RMSprop`` with
 ``rho = alpha``): eps inside the root (``d = sqrt(... + eps)``), and the
 momentum buffer carries the learning rate:
 ``momentum_buf = momentum * momentum_buf + lr * g / d``,
-``param = param - momentum_buf``.
+``param = param - momentum_buf``, and ``square_avg = alpha * square_avg +
+(1 - alpha) * (g * g)``.
+
+Products and quotients are evaluated left to right as written, in float32,
+in the order of each framework's own code (torch's ``addcmul``/``addcdiv``,
+Keras' ops), so one step gives their bits.
 
 ``momentum_buf`` is required when ``momentum != 0``, ``grad_avg`` when
 ``centered``.  ``decoupled_weight_decay=True`` replaces the L2 term by

@@ -221,7 +221,7 @@ def adagrad(p, g, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, e
     neg_clr, ep = _f(-(lr / (1.0 + (step - 1) * lr_decay))), _f(eps)
     s = _f(state_sum.astype(np.float64) + _f(d * d))
     den = _f(np.sqrt(_f(s + ep))) if convention == "keras" else _f(_f(np.sqrt(s)) + ep)
-    p1 = _f(p + _f(neg_clr * _f(d / den))).astype(np.float32)
+    p1 = _f(p + _f(_f(neg_clr * d) / den)).astype(np.float32)
     return p1, store(s, state, rounding, seed, step, 0)
 
 
@@ -235,20 +235,20 @@ def rmsprop(p, g, square_avg, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0
     p, d = _gradient_term(p, g, lr, weight_decay, decoupled_weight_decay, maximize,
                           grad_scale)
     ep = _f(eps)
-    v = _f(_f(_f(alpha) * square_avg.astype(np.float64)) + _f(_f(1.0 - alpha) * _f(d * d)))
+    sq = _f(_f(1.0 - alpha) * _f(d * d)) if keras else _f(_f(_f(1.0 - alpha) * d) * d)
+    v = _f(_f(_f(alpha) * square_avg.astype(np.float64)) + sq)
     w, ga = v, None
     if centered:
         ga = _lerp(grad_avg.astype(np.float64), d, 1.0 - alpha, keras)
         w = _f(v - _f(ga * ga))
     den = _f(np.sqrt(_f(w + ep))) if keras else _f(_f(np.sqrt(w)) + ep)
-    q = _f(d / den)
     b = None
     if momentum_buf is not None:
         c, s = (_f(lr), -1.0) if keras else (1.0, _f(-lr))
-        b = _f(_f(_f(momentum) * momentum_buf.astype(np.float64)) + _f(c * q))
+        b = _f(_f(_f(momentum) * momentum_buf.astype(np.float64)) + _f(_f(c * d) / den))
         p1 = _f(p + _f(s * b))
     else:
-        p1 = _f(p + _f(_f(-lr) * q))
+        p1 = _f(p + _f(_f(_f(-lr) * d) / den))
     out = [store(x, state, rounding, seed, step, k) if x is not None else None
            for k, x in ((0, v), (1, b), (2, ga))]
     return (p1.astype(np.float32), *out)
