@@ -162,10 +162,18 @@ cdef bint _unchanged(cnp.ndarray a, const void *data, Py_ssize_t size, bint writ
 _FORMAT_NAMES = ("float32", "float16", "bfloat16", "", "", "uint8")
 
 
+# NumPy's type number of ml_dtypes.bfloat16 once an array of it has been
+# seen (a user-defined dtype keeps its number for the life of the process).
+cdef int _bfloat16_type = -1
+
+
 cdef int _format(cnp.ndarray arr):
     """The format code of ``arr``'s dtype, -1 if none.  bfloat16 is
     recognised by its name and size (``ml_dtypes.bfloat16``, which this
-    module does not import) and read as 16-bit words."""
+    module does not import) and read as 16-bit words.  The name is read
+    once: ``dtype.name`` of a user-defined dtype runs Python code (about
+    1 us, several times a call), so its type number is kept."""
+    global _bfloat16_type
     cdef int t = cnp.PyArray_TYPE(arr)
     if t == cnp.NPY_FLOAT32:
         return 0
@@ -173,8 +181,11 @@ cdef int _format(cnp.ndarray arr):
         return 1
     if t == cnp.NPY_UINT8:
         return 5
+    if t == _bfloat16_type:
+        return 2
     dtype = (<object>arr).dtype
     if dtype.name == "bfloat16" and dtype.itemsize == 2 and dtype.kind in "Vf":
+        _bfloat16_type = t
         return 2
     return -1
 
