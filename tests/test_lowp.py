@@ -217,6 +217,22 @@ def test_bound_update_takes_the_formats_and_notices_a_retype():
                              dict(rounding="stochastic", seed=3), m)
 
 
+def test_other_user_dtypes_are_rejected_after_bfloat16_was_seen():
+    """The checks keep bfloat16's NumPy type number once its name matched;
+    another ml_dtypes type (float8, also user-defined, or float8 viewed
+    with bfloat16's size) is still refused, before and after a bfloat16 call."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(7)
+    p, g, m, v = _data(rng, 64, np.float32, "bfloat16")
+    f8 = np.zeros(64, ml_dtypes.float8_e4m3fn)
+    for _ in range(2):
+        lowp.rejected(lambda: fastopt.adam_(p, f8, m, v, step=1), TypeError,
+                      "grad must have dtype float32, float16 or bfloat16", p, m, v)
+        lowp.rejected(lambda: fastopt.adam_(p, g, m.view(np.int16), v.view(np.int16), step=1),
+                      TypeError, "exp_avg must have dtype", p, m, v)
+        fastopt.adam_(p, g, m, v, step=1)  # bfloat16 state: accepted
+
+
 def test_hostile_inputs_are_rejected_and_write_nothing():
     rng = np.random.default_rng(6)
     p, g, m, v = _data(rng, 64, np.float32, "bfloat16")
