@@ -163,8 +163,11 @@ _FORMAT_NAMES = ("float32", "float16", "bfloat16", "", "", "uint8")
 
 
 # NumPy's type number of ml_dtypes.bfloat16 once an array of it has been
-# seen (a user-defined dtype keeps its number for the life of the process).
-cdef int _bfloat16_type = -1
+# seen: a legacy user-defined dtype keeps its number (>= NPY_USERDEF, 256)
+# for the life of the process.  New-style dtypes all share -1, so only a
+# number >= 256 is kept, and only once _bfloat16_known says one was.
+cdef int _bfloat16_type = 0
+cdef bint _bfloat16_known = False
 
 
 cdef int _format(cnp.ndarray arr):
@@ -173,7 +176,7 @@ cdef int _format(cnp.ndarray arr):
     module does not import) and read as 16-bit words.  The name is read
     once: ``dtype.name`` of a user-defined dtype runs Python code (about
     1 us, several times a call), so its type number is kept."""
-    global _bfloat16_type
+    global _bfloat16_type, _bfloat16_known
     cdef int t = cnp.PyArray_TYPE(arr)
     if t == cnp.NPY_FLOAT32:
         return 0
@@ -181,11 +184,12 @@ cdef int _format(cnp.ndarray arr):
         return 1
     if t == cnp.NPY_UINT8:
         return 5
-    if t == _bfloat16_type:
+    if _bfloat16_known and t == _bfloat16_type:
         return 2
     dtype = (<object>arr).dtype
     if dtype.name == "bfloat16" and dtype.itemsize == 2 and dtype.kind in "Vf":
-        _bfloat16_type = t
+        if t >= 256:  # NPY_USERDEF: a legacy user-defined type's own number
+            _bfloat16_type, _bfloat16_known = t, True
         return 2
     return -1
 
