@@ -14,7 +14,8 @@ v; write p, m, v); bfloat16 state 20; 8-bit state 16 (+ 8 bytes of scales
 per 2048); bfloat16 gradient + bfloat16 copy 28 (p 8, g 2, m and v 16, copy
 2: the copy costs what the narrower gradient saves); all three 20.
 
-Every buffer, torch's too, is allocated by ``fastopt.aligned_empty`` (as
+Every buffer, torch's too (its moments given to it as its state), is
+allocated by ``fastopt.aligned_empty`` (as
 fastopt's optimizer classes allocate): ``np.empty`` would put buffers of
 2**23-2**26 elements about a power of two apart, where the streams of a
 step contend for DRAM banks and a variant's time depends on its buffers'
@@ -69,6 +70,10 @@ def _variants(p0, g0):
         tp = torch.from_numpy(placed(p0)).requires_grad_()
         tp.grad = torch.from_numpy(placed(g0))
         opt = torch.optim.Adam([tp], lr=LR, fused=True)
+        # its moments placed too (torch would allocate them with zeros_like)
+        opt.state[tp] = {"step": torch.zeros((), dtype=torch.float32),
+                         "exp_avg": torch.from_numpy(zeros(n, np.float32)),
+                         "exp_avg_sq": torch.from_numpy(zeros(n, np.float32))}
         out["torch-fused-fp32"] = (opt.step, 8 * n, 28)
     return out
 
