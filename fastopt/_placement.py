@@ -12,7 +12,7 @@ length is near a power of two (2**23 float32 elements and up) the streams
 fall on the same DRAM banks and contend for them: on an AMD EPYC (Zen 3) a
 float32 Adam step over 2**22-2**26 elements allocated with ``np.empty``
 took 1.2-2.5x as long on one thread as over buffers placed here, and on an
-Intel Xeon (model 207) 0.99-1.05x, once 1.14x (1 December 2026;
+Intel Xeon (model 207) 1.00-1.05x, once 1.14x (1 December 2026;
 ``bench/test_placement.py`` measures it on any machine).  Colouring moves
 each buffer's start a further 64-448 KiB from the previous one's, which
 breaks that power-of-two distance.  The cost is virtual address space, at

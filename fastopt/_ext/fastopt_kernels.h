@@ -500,7 +500,7 @@ FO_INLINE int fo_adagrad_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
 /* RMSprop, plain / centred / with momentum, in PyTorch's or Keras' form.
  *
  *   p <- p * p_scale;  d = gscale * g [+ wd * p]
- *   v <- alpha * v + sq_first ? (1 - alpha) * (d * d) : ((1 - alpha) * d) * d
+ *   v <- alpha * v + (sq_first ? (1 - alpha) * (d * d) : ((1 - alpha) * d) * d)
  *   centred: a <- lerp(a, d, 1 - alpha);  w = v - a * a   else w = v
  *   den = eps_inside ? sqrt(w + eps) : sqrt(w) + eps
  *   momentum: b <- mu * b + (c * d) / den;  p <- p + s * b
