@@ -219,8 +219,8 @@ def test_bound_update_takes_the_formats_and_notices_a_retype():
 
 def test_other_user_dtypes_are_rejected_after_bfloat16_was_seen():
     """The checks keep bfloat16's NumPy type number once its name matched;
-    another ml_dtypes type (float8, also user-defined, or float8 viewed
-    with bfloat16's size) is still refused, before and after a bfloat16 call."""
+    another ml_dtypes type (float8, also user-defined) and an int16 view of
+    the bfloat16 state are still refused, before and after a bfloat16 call."""
     ml_dtypes = pytest.importorskip("ml_dtypes")
     rng = np.random.default_rng(7)
     p, g, m, v = _data(rng, 64, np.float32, "bfloat16")

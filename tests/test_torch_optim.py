@@ -10,10 +10,11 @@ AVX-512 CPUs; its scalar kernels do not), so the two differ by an ulp in a
 few per cent of the elements of a step.  ``test_parity_with_torch_optim``
 therefore runs the two in lock step: each step starts both from torch's
 parameters and state; after it every parameter must be within 4 ulps plus
-1e-3 of the update of torch's, and the state within rtol=1e-4, atol=1e-5.  Run freely, a 1-ulp difference compounds through the
-training dynamics, and where gradients are near 0 (RMSprop's and Adagrad's
-g / sqrt(v) hardly depend on |g|) it grows to lr-sized differences within
-200 steps on some CPUs and not on others.  The other tests here run freely
+1e-3 of the update of torch's, and the state and the modules' buffers
+within rtol=1e-4, atol=1e-5.  Run freely, a 1-ulp difference compounds
+through the training dynamics, and where gradients are near 0 (RMSprop's
+and Adagrad's g / sqrt(v) hardly depend on |g|) it grows to lr-sized
+differences within 200 steps on some CPUs and not on others.  The other tests here run freely
 over 200 steps on hyperparameters where training is well conditioned.
 """
 import copy
@@ -127,34 +128,6 @@ def through_torch(opt, name, model, own, kwargs):
     return twin
 
 
-def run_reference(kind, name, kwargs, own, data):
-    model = make_model(kind)
-    opt = getattr(torch.optim, name)(groups(model, own), **kwargs)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=40, gamma=0.5)
-    for x, y in data:
-        train_step(model, opt, x, y)
-        sched.step()
-    return model, opt
-
-
-def run_fastopt(kind, name, kwargs, own, data, flat):
-    """fot's optimizer for steps 0-89 and 110-199; torch's own optimizer,
-    loaded from fot's state_dict, for steps 90-109; then back."""
-    model = make_model(kind)
-    if flat:
-        fot.flatten_(model)
-    opt = getattr(fot, name)(groups(model, own), **kwargs)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=40, gamma=0.5)
-    for i, (x, y) in enumerate(data):
-        if i == 90:
-            stepper = through_torch(opt, name, model, own, kwargs)
-        if i == 110:
-            opt.load_state_dict(copy.deepcopy(stepper.state_dict()))
-        train_step(model, stepper if 90 <= i < 110 else opt, x, y)
-        sched.step()      # the lr changes after steps 79 and 119, not in between
-    return model, opt
-
-
 def assert_same_state(ref, ours):
     a, b = ref.state_dict(), ours.state_dict()
     assert [sorted(g) for g in a["param_groups"]] == [sorted(g) for g in b["param_groups"]]
@@ -235,6 +208,8 @@ def test_parity_with_torch_optim(kind, name, kwargs, own, flat):
         train_step(ref_model, ref_opt, x, y)
         train_step(model, ours, x, y)
         assert_same_step(model, ref_model, before, i)
+        for b, b_ref in zip(model.buffers(), ref_model.buffers()):
+            torch.testing.assert_close(b, b_ref, rtol=RTOL, atol=ATOL)
         assert_same_state(ref_opt, ours)
         resync(model, ours, ref_model, ref_opt)
         for sched in scheds:
