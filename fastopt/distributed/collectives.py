@@ -11,9 +11,10 @@ import hashlib
 
 import numpy as np
 
+from fastopt._placement import ALIGNMENT
 from fastopt._validate import check_int
 from fastopt.distributed._env import mpi, world
-from fastopt.optim.flat import ALIGNMENT, FlatParameters
+from fastopt.optim.flat import FlatParameters
 
 _FLOATS_PER_LINE = ALIGNMENT // 4
 

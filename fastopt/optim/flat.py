@@ -13,7 +13,6 @@ import numpy as np
 
 from fastopt import _placement
 from fastopt._validate import check_int
-from fastopt._placement import ALIGNMENT  # noqa: F401  (fastopt.distributed uses it)
 
 
 def aligned_empty(n, dtype=np.float32):
