@@ -7,6 +7,7 @@ buffers, built from the same starting arrays, plus a function returning the
 parameter after the step (for the correctness check made before timing).
 """
 import math
+import os
 import time
 
 import numpy as np
@@ -168,6 +169,18 @@ def make_torch(rule, p0, g0, mode, tensors=1):
 def torch_modes(rule):
     modes = ["fused", "foreach", "forloop"]
     return modes if rule in TORCH_FUSED else modes[1:]
+
+
+def deepspeed_adam():
+    """``deepspeed.ops.adam`` (its CPU Adam, on ``DS_ACCELERATOR=cpu``), or
+    None when DeepSpeed is not installed.  Its OpenMP follows
+    ``torch.set_num_threads``."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    try:
+        from deepspeed.ops import adam
+    except ImportError:
+        return None
+    return adam
 
 
 def paired_times(times, ours="fastopt", **extra):

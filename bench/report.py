@@ -162,6 +162,7 @@ def targets(groups, copy_gbs):
                          ", ".join(f"{k} {e.get('test_accuracy', 0):.4f}"
                                    for k, e in sorted(g.items())), "", not worse))
     torch_targets(groups, add, vs)
+    lowp_targets(groups, add, vs)
     return rows
 
 
@@ -186,6 +187,21 @@ def torch_targets(groups, add, vs):
         for other, need in (("torch-forloop", 1.5), ("torch-fused", 1.1)):
             add(f"7. torch epoch, seed MLP batch 32: {ours} >= {need}x {other}",
                 vs(epoch, other, ours), lambda r, need=need: r >= need)
+
+
+def lowp_targets(groups, add, vs):
+    """Issue #21's targets for low-precision Adam (paired groups of
+    bench/test_lowp.py, each size and thread count); none for a run
+    without them."""
+    for grp in sorted(k for k in groups if k.startswith("adam-lowp ")):
+        where = grp.removeprefix("adam-lowp ").removesuffix(", paired")
+        for other, need in (("fp32", 1.35), ("torch-fused-fp32", 1.3), ("deepspeed-fp32", 1.3)):
+            add(f"8. Adam {where}: bf16 state >= {need}x {other}",
+                vs(grp, other, "bf16-state"), lambda r, need=need: r >= need)
+        add(f"8. Adam {where}: 8-bit state >= 1.6x fp32", vs(grp, "fp32", "int8-state"),
+            lambda r: r >= 1.6)
+        add(f"8. Adam {where}: bf16 gradient + bf16 copy at least as fast as fp32",
+            vs(grp, "fp32", "bf16-grad+bf16-copy"), lambda r: r >= 1)
 
 
 def markdown(data, groups):

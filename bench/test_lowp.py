@@ -1,6 +1,10 @@
 """Low-precision Adam (issue 21): the float32 step against bfloat16 state,
 8-bit block-wise state, bfloat16 gradients with a bfloat16 parameter copy,
-and torch's fused float32 Adam, paired round by round in one run.
+torch's fused float32 Adam and, where DeepSpeed is installed, its CPU Adam
+in float32 ("deepspeed-fp32") and in its bfloat16-state mode
+("deepspeed-bf16": ``fp32_optimizer_states=False``, which keeps the state in
+the parameter's dtype, so parameter, gradient and both moments are
+bfloat16 and there is no float32 master), paired round by round in one run.
 
 Group ``adam-lowp n={size} {threads}t, paired``: every round runs each
 variant once in a shuffled order; ``extra_info['times']`` holds each one's
@@ -12,7 +16,8 @@ Bytes moved per element (writes counted once; a write also costs a read
 for ownership unless the line is already cached): float32 28 (read p, g, m,
 v; write p, m, v); bfloat16 state 20; 8-bit state 16 (+ 8 bytes of scales
 per 2048); bfloat16 gradient + bfloat16 copy 28 (p 8, g 2, m and v 16, copy
-2: the copy costs what the narrower gradient saves); all three 20.
+2: the copy costs what the narrower gradient saves); all three 20;
+DeepSpeed's bfloat16 mode 14 (p 4, g 2, m and v 8).
 
 Every buffer, torch's too (its moments given to it as its state), is
 allocated by ``fastopt.aligned_empty`` (as
@@ -75,7 +80,31 @@ def _variants(p0, g0):
                          "exp_avg": torch.from_numpy(zeros(n, np.float32)),
                          "exp_avg_sq": torch.from_numpy(zeros(n, np.float32))}
         out["torch-fused-fp32"] = (opt.step, 8 * n, 28)
+    ds = impls.deepspeed_adam()
+    if ds is not None:
+        out["deepspeed-fp32"] = (_deepspeed_step(ds, placed(p0), placed(g0)), 8 * n, 28)
+        out["deepspeed-bf16"] = (_deepspeed_step(ds, placed(p0.astype(BF16)),
+                                                 placed(g0.astype(BF16))), 4 * n, 14)
     return out
+
+
+def _deepspeed_step(ds, p, g):
+    """DeepSpeedCPUAdam's step (Adam, adamw_mode=False) over the placed
+    arrays p and g, float32 or bfloat16, with its moments placed too, in p's
+    dtype (bfloat16: ``fp32_optimizer_states=False``)."""
+    import torch
+
+    def tensor(a):
+        if a.dtype == BF16:  # torch.from_numpy does not take ml_dtypes' bfloat16
+            return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+        return torch.from_numpy(a)
+    tp = tensor(p).requires_grad_()
+    tp.grad = tensor(g)
+    opt = ds.DeepSpeedCPUAdam([tp], lr=LR, adamw_mode=False,
+                              fp32_optimizer_states=p.dtype != BF16)
+    opt.state[tp] = {"step": 0, "exp_avg": tensor(impls.fastopt.aligned_zeros(p.size, p.dtype)),
+                     "exp_avg_sq": tensor(impls.fastopt.aligned_zeros(p.size, p.dtype))}
+    return opt.step
 
 
 def _torch():

@@ -196,3 +196,27 @@ def test_torch_targets_read_the_paired_torch_groups(tmp_path):
     # a run without the torch groups has no such rows (the published report)
     _, groups = _load(tmp_path, [_bench("adam n=1000 1t", "fastopt", 1e-6)])
     assert not any(text.startswith("7.") for text in _targets(groups))
+
+
+def test_lowp_targets_read_the_paired_low_precision_groups(tmp_path):
+    """Issue #21's rows: each per-round ratio to fp32 (the groups'
+    reference) turned into how many times faster the low-precision variant
+    is, and against torch and DeepSpeed the quotient of two ratios."""
+    group = "adam-lowp n=16777216 2t, paired"
+    times = {"fp32": {"median": 1.0, "min": 1.0, "ratio": 1.0},
+             "bf16-state": {"median": 0.8, "min": 0.7, "ratio": 0.8},
+             "int8-state": {"median": 0.5, "min": 0.5, "ratio": 0.5},
+             "bf16-grad+bf16-copy": {"median": 1.1, "min": 1.1, "ratio": 1.1},
+             "torch-fused-fp32": {"median": 1.2, "min": 1.2, "ratio": 1.2}}
+    _, groups = _load(tmp_path, [_paired(group, times)])
+    rows = _targets(groups)
+    assert rows["8. Adam n=16777216 2t: bf16 state >= 1.35x fp32"] == ("1.25x", "1.43x", False)
+    assert rows["8. Adam n=16777216 2t: bf16 state >= 1.3x torch-fused-fp32"] == \
+        ("1.50x", "1.71x", True)
+    assert rows["8. Adam n=16777216 2t: bf16 state >= 1.3x deepspeed-fp32"] == \
+        ("not measured", "", None)
+    assert rows["8. Adam n=16777216 2t: 8-bit state >= 1.6x fp32"] == ("2.00x", "2.00x", True)
+    assert rows["8. Adam n=16777216 2t: bf16 gradient + bf16 copy at least as fast as fp32"] \
+        == ("0.91x", "0.91x", False)
+    _, groups = _load(tmp_path, [_bench("adam n=1000 1t", "fastopt", 1e-6)])
+    assert not any(text.startswith("8.") for text in _targets(groups))

@@ -28,7 +28,10 @@ OpenMP's); run with ``OMP_NUM_THREADS=1`` and, for DeepSpeed,
   ("torch-fused-bf16": bfloat16 state, no master weights) and the
   float32-master loop in torch (float32 masters, grad.float() copied in,
   torch.optim.Adam(fused=True) on the masters, ``p.copy_(master)``:
-  "torch-master").  Each entry also records ``state_bytes``: the
+  "torch-master"), and, when DeepSpeed is installed, DeepSpeedCPUAdam on
+  the bfloat16 parameters with bfloat16 state (``fp32_optimizer_states=
+  False``: "deepspeed-bf16") and with float32 state ("deepspeed-fp32state"),
+  neither with master weights.  Each entry also records ``state_bytes``: the
   optimizer's state (moments, master weights, block scales; the masters
   and their gradients for "torch-master"), not the model.
 - ``torch epoch, seed MLP batch 32, paired``: seconds for one epoch over
@@ -68,18 +71,8 @@ def _big():
     return torch.nn.Sequential(*[torch.nn.Linear(577, 577) for _ in range(75)])
 
 
-def _deepspeed():
-    """deepspeed.ops.adam, or None when DeepSpeed is not installed."""
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    try:
-        from deepspeed.ops import adam
-    except ImportError:
-        return None
-    return adam
-
-
 def _available(names):
-    ds = _deepspeed()
+    ds = impls.deepspeed_adam()
     return [n for n in names if ds is not None or not n.startswith("deepspeed")]
 
 
@@ -99,7 +92,7 @@ def _adam(impl, model):
         return fot.Adam(model.parameters(), lr=1e-3)
     if impl == "fastopt":
         return fot.Adam(params, lr=1e-3)
-    return _deepspeed().DeepSpeedCPUAdam(params, lr=1e-3, adamw_mode=impl == "deepspeed-adamw")
+    return impls.deepspeed_adam().DeepSpeedCPUAdam(params, lr=1e-3, adamw_mode=impl == "deepspeed-adamw")
 
 
 @pytest.fixture
@@ -200,7 +193,8 @@ def test_epoch_paired(benchmark, one_thread, mnist_torch):
 # -- a bfloat16 model (issue #21) ----------------------------------------------------
 
 BF16_IMPLS = ["fastopt-master-flat", "fastopt-master", "fastopt-bf16state",
-              "fastopt-int8state", "torch-fused-bf16", "torch-master"]
+              "fastopt-int8state", "torch-fused-bf16", "torch-master", "deepspeed-bf16",
+              "deepspeed-fp32state"]
 
 
 def _state_bytes(*tensors):
@@ -216,6 +210,10 @@ def _bf16_step(impl, net):
         state_dtype = {"fastopt-bf16state": "bfloat16", "fastopt-int8state": "int8"}.get(
             impl, "float32")
         opt = fot.Adam(net.parameters(), lr=1e-3, state_dtype=state_dtype)
+    elif impl.startswith("deepspeed"):
+        opt = impls.deepspeed_adam().DeepSpeedCPUAdam(
+            params, lr=1e-3, adamw_mode=False,
+            fp32_optimizer_states=impl == "deepspeed-fp32state")
     else:
         opt = torch.optim.Adam(params, lr=1e-3, fused=True)
     for p in params:
@@ -246,7 +244,7 @@ def test_bf16_adam_step_paired(benchmark, one_thread, model):
     pytest.importorskip("ml_dtypes")
     rounds, n = STEP_ROUNDS[model]
     runs, memory, params = {}, {}, None
-    for impl in BF16_IMPLS:
+    for impl in _available(BF16_IMPLS):
         torch.manual_seed(0)
         net = (_mlp(SEED_LAYERS) if model == "seed" else _big()).to(torch.bfloat16)
         step, memory[impl] = _bf16_step(impl, net)
