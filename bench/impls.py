@@ -5,6 +5,11 @@ CPU optimizers (fused, foreach, for-loop) where torch is installed.
 Each ``make_*`` returns a zero-argument ``step`` callable over its own
 buffers, built from the same starting arrays, plus a function returning the
 parameter after the step (for the correctness check made before timing).
+Every implementation's buffers, NumPy's and torch's state included, are
+placed as fastopt places its own (``placed``): ``np.zeros`` puts buffers of
+2**22-2**26 elements allocated one after another about a power of two
+apart, where the streams of one step contend for DRAM banks on some CPUs
+and a time would depend on the addresses (``bench/test_placement.py``).
 """
 import math
 import os
@@ -31,6 +36,17 @@ def start(n, seed=0):
             rng.standard_normal(n).astype(np.float32))
 
 
+def placed(a):
+    """A copy of the array ``a`` where fastopt allocates (fastopt.aligned_empty)."""
+    out = fastopt.aligned_empty(a.size, a.dtype)
+    out[...] = a.reshape(-1)
+    return out.reshape(a.shape)
+
+
+def placed_zeros(like):
+    return fastopt.aligned_zeros(like.size, like.dtype).reshape(like.shape)
+
+
 def _state_names(rule):
     return {"sgd": [], "momentum": ["buf"], "nesterov": ["buf"], "adagrad": ["sum"],
             "rmsprop": ["sq"], "adam": ["m", "v"], "amsgrad": ["m", "v", "vmax"]}[rule]
@@ -42,8 +58,8 @@ def make_fastopt(rule, p0, g0, bound=False):
     step runs the BoundUpdate."""
     import itertools
 
-    p, g = p0.copy(), g0.copy()
-    s = {k: np.zeros_like(p) for k in _state_names(rule)}
+    p, g = placed(p0), placed(g0)
+    s = {k: placed_zeros(p) for k in _state_names(rule)}
     steps = itertools.count(1)
     if bound:
         kernel, state, hyper = {
@@ -80,9 +96,9 @@ def make_fastopt(rule, p0, g0, bound=False):
 
 
 def make_numpy(rule, p0, g0):
-    P, g = p0.copy(), g0.copy()
-    s = {k: np.zeros_like(P) for k in _state_names(rule)}
-    T = np.empty_like(P)
+    P, g = placed(p0), placed(g0)
+    s = {k: placed_zeros(P) for k in _state_names(rule)}
+    T = placed_zeros(P)
     t = [0]
 
     def step():
@@ -148,10 +164,10 @@ def make_torch(rule, p0, g0, mode, tensors=1):
 
     kw = {"fused": {"fused": True}, "foreach": {"foreach": True},
           "forloop": {"foreach": False}}[mode]
-    params = []
-    for chunk_p, chunk_g in zip(np.array_split(p0, tensors), np.array_split(g0, tensors)):
-        t = torch.nn.Parameter(torch.from_numpy(chunk_p.copy()))
-        t.grad = torch.from_numpy(chunk_g.copy())
+    params, starts = [], list(zip(np.array_split(p0, tensors), np.array_split(g0, tensors)))
+    for chunk_p, chunk_g in starts:
+        t = torch.nn.Parameter(torch.from_numpy(placed(chunk_p)))
+        t.grad = torch.from_numpy(placed(chunk_g))
         params.append(t)
     if rule == "sgd":
         opt = torch.optim.SGD(params, lr=LR, **kw)
@@ -163,7 +179,29 @@ def make_torch(rule, p0, g0, mode, tensors=1):
         opt = torch.optim.RMSprop(params, lr=LR, alpha=ALPHA, eps=EPS, **kw)
     else:
         opt = torch.optim.Adam(params, lr=LR, amsgrad=rule == "amsgrad", **kw)
+    _place_torch_state(opt, params, starts)
     return opt.step, lambda: np.concatenate([t.detach().numpy() for t in params])
+
+
+def _place_torch_state(opt, params, starts):
+    """Have torch create its state (one step), then undo that step: the
+    parameters and gradients back to ``starts`` ((p, g) pairs; foreach SGD
+    with Nesterov adds the momentum term into the gradient in place), every
+    state tensor back to zero (torch's initial state for these rules and
+    defaults; a zero momentum buffer gives the first step's ``buf = g`` too),
+    each buffer a placed one."""
+    import torch
+
+    opt.step()
+    for t, (p, g) in zip(params, starts):
+        t.data.copy_(torch.from_numpy(p))
+        t.grad.copy_(torch.from_numpy(g))
+    for state in opt.state.values():
+        for key, value in state.items():
+            if value.dim() == 0:
+                value.zero_()
+            else:
+                state[key] = torch.from_numpy(placed_zeros(value.numpy()))
 
 
 def torch_modes(rule):

@@ -40,12 +40,7 @@ def _variants(p0, g0):
     """name -> (step, state bytes, bytes moved per element)."""
     fastopt = impls.fastopt
     n = p0.size
-    zeros = fastopt.aligned_zeros
-
-    def placed(a):
-        out = fastopt.aligned_empty(a.size, a.dtype)
-        out[...] = a
-        return out
+    zeros, placed = fastopt.aligned_zeros, impls.placed
     block = fastopt.build_info()["q8_block_elements"]
     out = {}
 
@@ -102,8 +97,8 @@ def _deepspeed_step(ds, p, g):
     tp.grad = tensor(g)
     opt = ds.DeepSpeedCPUAdam([tp], lr=LR, adamw_mode=False,
                               fp32_optimizer_states=p.dtype != BF16)
-    opt.state[tp] = {"step": 0, "exp_avg": tensor(impls.fastopt.aligned_zeros(p.size, p.dtype)),
-                     "exp_avg_sq": tensor(impls.fastopt.aligned_zeros(p.size, p.dtype))}
+    opt.state[tp] = {"step": 0, "exp_avg": tensor(impls.placed_zeros(p)),
+                     "exp_avg_sq": tensor(impls.placed_zeros(p))}
     return opt.step
 
 
