@@ -162,6 +162,31 @@ def test_float16_gradient_and_copy_give_the_same_bits_on_every_variant(grad_dtyp
         _same_rounding(pc, p.astype(np.float16), p)
 
 
+@pytest.mark.parametrize("offset", [0, 3], ids=["aligned", "6-bytes-in"])
+@pytest.mark.parametrize("copy", [np.float16, BF16], ids=["c16", "cbf16"])
+def test_long_copy_is_streamed_with_the_same_bits(copy, offset):
+    """From ``stream_min_elements`` up the AVX2 and AVX-512 variants write
+    the copy from a stack buffer with non-temporal stores, from its first
+    32-byte boundary on; the baseline does not.  Every variant and thread
+    count gives the same bits, and the copy is the updated parameter
+    rounded as NumPy rounds, in the head before the boundary and in the
+    tail after the last whole 32 bytes too."""
+    n = fastopt.build_info()["stream_min_elements"] + 77
+    rng = np.random.default_rng(21)
+    p0 = _float32_patterns(rng, n)[:n]
+    g0 = (rng.standard_normal(n) * 1e-2).astype(BF16)
+
+    def run():
+        p, m, v = p0.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32)
+        pc = fastopt.aligned_zeros(n + 16, copy)[offset:offset + n]
+        for step in (1, 2):
+            fastopt.adam_(p, g0, m, v, step=step, lr=1e-3, param_copy=pc)
+        return p, m, v, pc
+
+    p, m, v, pc = lowp.every_variant_and_thread_count(run)
+    _same_rounding(pc, p.astype(copy), p)
+
+
 def test_stochastic_rounding_is_unbiased():
     """x halfway-ish between bfloat16 neighbours: the mean of the stored
     values over many steps and elements is x within sampling error, while

@@ -90,6 +90,17 @@ enum { FO_ISA_BASELINE = 0, FO_ISA_AVX2 = 1, FO_ISA_AVX512 = 2 };
 #endif
 #define FO_BLOCK 64 /* elements per block: 4 lines per buffer */
 
+/* From this buffer length up (elements), Adam's low-precision parameter
+ * copy is written with non-temporal stores (fo_stream16), on the AVX2 and
+ * AVX-512 variants: 8 MiB of bfloat16 or float16 copy, a step's buffers
+ * then 72 MiB or more, beyond any core's share of cache, so the copy would
+ * not be read from cache anyway.  A store to a line that is not in cache
+ * first reads it (read for ownership): 2 bytes an element for a 16-bit
+ * copy, 7% of a float32 Adam step's 28.  Below it, ordinary stores. */
+#ifndef FO_STREAM_MIN
+#define FO_STREAM_MIN 4194304
+#endif
+
 /* 1: the update rules prefetch ahead on long ranges (FO_BLOCKED); 0: they
  * leave it to the hardware.  Read once per call. */
 static int fo_prefetch = 1;
@@ -368,6 +379,20 @@ fo_f16c_narrow(const float *restrict f, uint16_t *restrict h, ptrdiff_t n) {
                          _mm256_cvtps_ph(_mm256_blendv_ps(x, q, nan), _MM_FROUND_TO_NEAREST_INT));
     }
     for (; i < n; i++) h[i] = fo_f32_to_f16(f[i]);
+}
+
+/* Copies n 16-bit values from s (a buffer in L1) to d, with non-temporal
+ * stores from d's first 32-byte boundary on (ordinary ones before it, and
+ * for a tail under 16; a d that is not 2-byte aligned never reaches one).
+ * Non-temporal stores are weakly ordered: the kernel call that makes them
+ * ends with _mm_sfence (fo_adam_dispatch). */
+static inline __attribute__((target("avx2"))) void
+fo_stream16(const uint16_t *restrict s, uint16_t *restrict d, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+    for (; i < n && ((uintptr_t)(d + i) & 31u) != 0; i++) d[i] = s[i];
+    for (; i + 16 <= n; i += 16)
+        _mm256_stream_si256((__m256i *)(d + i), _mm256_loadu_si256((const __m256i *)(s + i)));
+    for (; i < n; i++) d[i] = s[i];
 }
 #endif
 
@@ -821,48 +846,65 @@ FO_INLINE void fo_adam8(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi, const
 #define FO_F16C_CHUNK 256
 #endif
 
-/* fo_adam_body over [lo, hi) with a float16 gradient (gf) and / or copy (cf)
- * converted by F16C (fo_f16c_widen, fo_f16c_narrow) FO_F16C_CHUNK elements
- * at a time, around the float32 loop: the chunk's gradient is widened into
- * a stack buffer, the copy narrowed from the parameters just written (both
- * in L1).  AVX2 and AVX-512 variants only; the same bits as the body alone. */
-FO_INLINE int fo_adam_f16c(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi,
-                           const int gf, const int sf, const int cf, const int pl) {
+/* fo_adam_body over [lo, hi) FO_F16C_CHUNK elements at a time, with the
+ * conversions and stores the body cannot make around the float32 loop: a
+ * float16 gradient (gf) widened by F16C into a stack buffer; a float16 copy
+ * (cf) narrowed by F16C from the parameters just written (in L1); and with
+ * stream (see FO_STREAM_MIN) a float16 or bfloat16 copy narrowed into a
+ * stack buffer (bfloat16 by fo_bf16_rne) and written by fo_stream16.  AVX2
+ * and AVX-512 variants only; the same bits as the body alone. */
+FO_INLINE int fo_adam_f16c(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi, const int gf,
+                           const int sf, const int cf, const int pl, const int stream) {
 #if FO_X86
     float g32[FO_F16C_CHUNK];
+    uint16_t c16[FO_F16C_CHUNK];
+    uint16_t *const pc = (uint16_t *)c->pcopy;
+    const int body_copies = cf == FO_BF16 && !stream;
     for (ptrdiff_t b = lo; b < hi; b += FO_F16C_CHUNK) {
         const ptrdiff_t e = hi - b < FO_F16C_CHUNK ? hi : b + FO_F16C_CHUNK;
         if (gf == FO_F16) fo_f16c_widen((const uint16_t *)c->g + b, g32, e - b);
         fo_adam_body(c, c->p, gf == FO_F16 ? (const void *)g32 : c->g, c->m, c->v, NULL,
                      c->pcopy, b, e, 0, gf == FO_F16 ? FO_F32 : gf, sf,
-                     cf == FO_F16 ? FO_NONE : cf, pl, gf == FO_F16 ? b : 0);
-        if (cf == FO_F16) fo_f16c_narrow(c->p + b, (uint16_t *)c->pcopy + b, e - b);
+                     body_copies ? cf : FO_NONE, pl, gf == FO_F16 ? b : 0);
+        if (cf == FO_F16) fo_f16c_narrow(c->p + b, stream ? c16 : pc + b, e - b);
+        if (cf == FO_BF16 && stream)
+            for (ptrdiff_t i = b; i < e; i++) c16[i - b] = fo_bf16_rne(c->p[i]);
+        if (cf != FO_NONE && stream) fo_stream16(c16, pc + b, e - b);
     }
 #else
-    (void)c, (void)lo, (void)hi, (void)gf, (void)sf, (void)cf, (void)pl;
+    (void)c, (void)lo, (void)hi, (void)gf, (void)sf, (void)cf, (void)pl, (void)stream;
 #endif
     return 0;
 }
 
-/* Adam over [lo, hi) (FO_BLOCKED), the float16 conversions by F16C where
- * the variant (isa) has it. */
-#define FO_ADAM_RUN(AMS, GF, SF, CF)                                               \
+/* Adam over [lo, hi) (FO_BLOCKED); the float16 conversions by F16C and a
+ * streamed copy (STREAM) where the variant (isa) has them. */
+#define FO_ADAM_RUN(AMS, GF, SF, CF, STREAM)                                       \
     FO_BLOCKED(lo, hi, st, ns,                                                     \
-               (isa != FO_ISA_BASELINE && ((GF) == FO_F16 || (CF) == FO_F16))      \
-                   ? fo_adam_f16c(c, fo_b, fo_e, GF, SF, CF, pl)                   \
+               (isa != FO_ISA_BASELINE &&                                          \
+                ((GF) == FO_F16 || (CF) == FO_F16 || ((CF) != FO_NONE && (STREAM)))) \
+                   ? fo_adam_f16c(c, fo_b, fo_e, GF, SF, CF, pl, STREAM)           \
                    : fo_adam_body(c, c->p, c->g, c->m, c->v, c->vmax, c->pcopy,    \
                                   fo_b, fo_e, AMS, GF, SF, CF, pl, 0))
+
+/* Whether a call's copy is streamed (fo_stream16): on the AVX2 and AVX-512
+ * variants, for buffers of FO_STREAM_MIN elements or more (the whole
+ * buffer's length, so not the thread count). */
+FO_INLINE int fo_adam_streams(const fo_adam_args *c, const int isa) {
+    return isa != FO_ISA_BASELINE && c->cfmt != FO_NONE && c->n >= FO_STREAM_MIN;
+}
 
 /* The copy format as a constant (none, float16 or bfloat16). */
 FO_INLINE void fo_adam_cf(const fo_adam_args *c, const float *const *st, int ns,
                           ptrdiff_t lo, ptrdiff_t hi, const int gf, const int sf,
                           const int pl, const int isa) {
+    const int stream = fo_adam_streams(c, isa);
     if (c->cfmt == FO_F16)
-        FO_ADAM_RUN(0, gf, sf, FO_F16);
+        FO_ADAM_RUN(0, gf, sf, FO_F16, stream);
     else if (c->cfmt == FO_BF16)
-        FO_ADAM_RUN(0, gf, sf, FO_BF16);
+        FO_ADAM_RUN(0, gf, sf, FO_BF16, stream);
     else
-        FO_ADAM_RUN(0, gf, sf, FO_NONE);
+        FO_ADAM_RUN(0, gf, sf, FO_NONE, 0);
 }
 
 /* The state format as a constant (float32, bfloat16 rounded to nearest or
@@ -889,7 +931,7 @@ FO_INLINE void fo_adam_formats(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi
     const int ns = fo_pack(st, 5);
     /* amsgrad only with float32 state, gradient and no copy (checked before) */
     if (cc.vmax)
-        FO_ADAM_RUN(1, FO_F32, FO_F32, FO_NONE);
+        FO_ADAM_RUN(1, FO_F32, FO_F32, FO_NONE, 0);
     else if (cc.sfmt == FO_Q8)
         fo_adam8(c, lo, hi, pl);
     else if (cc.gfmt == FO_F16)
@@ -906,6 +948,9 @@ FO_INLINE int fo_adam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi, const 
         fo_adam_formats(&c, lo, hi, 1, isa);
     else
         fo_adam_formats(&c, lo, hi, 0, isa);
+#if FO_X86
+    if (fo_adam_streams(&c, isa)) _mm_sfence(); /* the copy's stores, before returning */
+#endif
     return 0;
 }
 

@@ -63,6 +63,7 @@ cdef extern from "fastopt_kernels.h" nogil:
     int FO_PREFETCH_MIN
     int FO_PREFETCH_AHEAD
     int FO_Q8_BLOCK
+    int FO_STREAM_MIN
     int fo_prefetch
     int fo_prefetch_default()
     int fo_best_simd()
@@ -164,6 +165,7 @@ def build_info():
         "prefetch_min_elements": FO_PREFETCH_MIN,
         "prefetch_ahead_elements": FO_PREFETCH_AHEAD,
         "q8_block_elements": FO_Q8_BLOCK,
+        "stream_min_elements": FO_STREAM_MIN,
         "flush_subnormals": bool(fo_flush_subnormals),
         "compiler": FO_COMPILER.decode(),
         "compile_flags": FO_BUILD_FLAGS.decode(),
