@@ -198,6 +198,8 @@ def _place_torch_state(opt, params, starts):
         t.grad.copy_(torch.from_numpy(g))
     for state in opt.state.values():
         for key, value in state.items():
+            if not torch.is_tensor(value):  # older torch: SGD's momentum_buffer None
+                continue
             if value.dim() == 0:
                 value.zero_()
             else:

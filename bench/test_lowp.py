@@ -5,6 +5,9 @@ in float32 ("deepspeed-fp32") and in its bfloat16-state mode
 ("deepspeed-bf16": ``fp32_optimizer_states=False``, which keeps the state in
 the parameter's dtype, so parameter, gradient and both moments are
 bfloat16 and there is no float32 master), paired round by round in one run.
+"bf16-grad+bf16-copy-cached" is the copy variant with the copy written by
+ordinary stores instead of non-temporal ones (``_kernels.set_stream_min``),
+which cost a read for ownership of each copy line: 2 bytes an element.
 
 Group ``adam-lowp n={size} {threads}t, paired``: every round runs each
 variant once in a shuffled order; ``extra_info['times']`` holds each one's
@@ -64,6 +67,9 @@ def _variants(p0, g0):
     out["bf16-state"] = (*adam(BF16, np.float32, None), 20)
     out["int8-state"] = (*adam("int8", np.float32, None), 16)
     out["bf16-grad+bf16-copy"] = (*adam(np.float32, BF16, BF16), 28)
+    # the same with the copy's ordinary stores (see _kernels.set_stream_min)
+    step, state = adam(np.float32, BF16, BF16)
+    out["bf16-grad+bf16-copy-cached"] = (_cached(step), state, 28)
     out["bf16-state+bf16-grad+copy"] = (*adam(BF16, BF16, BF16), 20)
     torch = _torch()
     if torch is not None:
@@ -81,6 +87,20 @@ def _variants(p0, g0):
         out["deepspeed-bf16"] = (_deepspeed_step(ds, placed(p0.astype(BF16)),
                                                  placed(g0.astype(BF16))), 4 * n, 14)
     return out
+
+
+def _cached(step):
+    """``step`` with the parameter copy written by ordinary stores."""
+    from fastopt import _kernels
+    default = impls.fastopt.build_info()["stream_min_elements"]
+
+    def run():
+        _kernels.set_stream_min(2**62)
+        try:
+            step()
+        finally:
+            _kernels.set_stream_min(default)
+    return run
 
 
 def _deepspeed_step(ds, p, g):

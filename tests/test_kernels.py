@@ -142,15 +142,6 @@ def test_simd_levels_are_bit_identical(rule, cfg):
                                           err_msg=f"{name}: {level} vs {levels[-1]}")
 
 
-@pytest.fixture(params=[True, False], ids=["prefetch", "no-prefetch"])
-def prefetch(request):
-    """Both prefetch settings, whatever this CPU's default, restored after."""
-    default = _kernels.build_info()["prefetch"]
-    _kernels.set_prefetch(request.param)
-    yield request.param
-    _kernels.set_prefetch(default)
-
-
 @pytest.mark.parametrize("rule,cfg", CASES, ids=IDS)
 def test_long_buffers_match_short_calls(rule, cfg, prefetch):
     """From ``prefetch_min_elements`` up a kernel walks its buffers in blocks,

@@ -162,29 +162,64 @@ def test_float16_gradient_and_copy_give_the_same_bits_on_every_variant(grad_dtyp
         _same_rounding(pc, p.astype(np.float16), p)
 
 
-@pytest.mark.parametrize("offset", [0, 3], ids=["aligned", "6-bytes-in"])
+@pytest.fixture
+def stream_min():
+    """Streamed copies from a short length on, restored after."""
+    default = fastopt.build_info()["stream_min_elements"]
+    _kernels.set_stream_min(1000)
+    assert fastopt.build_info()["stream_min_elements"] == 1000
+    yield 1000
+    _kernels.set_stream_min(default)
+
+
+@pytest.mark.parametrize("offset", [0, 3], ids=["line", "6-bytes-in"])
 @pytest.mark.parametrize("copy", [np.float16, BF16], ids=["c16", "cbf16"])
-def test_long_copy_is_streamed_with_the_same_bits(copy, offset):
-    """From ``stream_min_elements`` up the AVX2 and AVX-512 variants write
-    the copy from a stack buffer with non-temporal stores, from its first
-    32-byte boundary on; the baseline does not.  Every variant and thread
-    count gives the same bits, and the copy is the updated parameter
-    rounded as NumPy rounds, in the head before the boundary and in the
-    tail after the last whole 32 bytes too."""
-    n = fastopt.build_info()["stream_min_elements"] + 77
+@pytest.mark.parametrize("state", ["float32", "bfloat16", "stochastic"])
+@pytest.mark.parametrize("grad_dtype", [np.float32, np.float16, BF16], ids=["g32", "g16", "gbf16"])
+def test_streamed_copy_gives_the_same_bits(stream_min, prefetch, grad_dtype, state, copy,
+                                           offset):
+    """From ``stream_min_elements`` up the AVX2 and AVX-512 variants write a
+    copy that starts on a 64-byte line from a stack buffer with
+    non-temporal stores when the state is float32 (a copy 6 bytes past a
+    line, and one with bfloat16 state, with ordinary stores); the baseline
+    never does.  Every variant and thread count, with and without
+    prefetch (64-element blocks or 256-element chunks), gives the same bits
+    in all four outputs, and the copy is the updated parameter rounded as
+    NumPy rounds, written over a sentinel on every step."""
+    n = lowp.long_length()
     rng = np.random.default_rng(21)
     p0 = _float32_patterns(rng, n)[:n]
-    g0 = (rng.standard_normal(n) * 1e-2).astype(BF16)
+    p0[np.isnan(p0)] = 1.5  # a nan would hide a copy left unwritten
+    g0 = (rng.standard_normal(n) * 1e-2).astype(grad_dtype)
+    sdtype = np.float32 if state == "float32" else BF16
+    rounding = dict(rounding="stochastic", seed=3) if state == "stochastic" else {}
 
     def run():
-        p, m, v = p0.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32)
-        pc = fastopt.aligned_zeros(n + 16, copy)[offset:offset + n]
+        p, m, v = p0.copy(), np.zeros(n, sdtype), np.zeros(n, sdtype)
+        pc = fastopt.aligned_zeros(n + 32, copy)[offset:offset + n]
         for step in (1, 2):
-            fastopt.adam_(p, g0, m, v, step=step, lr=1e-3, param_copy=pc)
+            pc.view(np.uint16)[...] = 0x1234  # the sentinel, not the last step's copy
+            fastopt.adam_(p, g0, m, v, step=step, lr=1e-3, param_copy=pc, **rounding)
         return p, m, v, pc
 
     p, m, v, pc = lowp.every_variant_and_thread_count(run)
     _same_rounding(pc, p.astype(copy), p)
+
+
+def test_set_stream_min_checks_its_argument():
+    default = fastopt.build_info()["stream_min_elements"]
+    with pytest.raises(TypeError, match="elements must be an int"):
+        _kernels.set_stream_min(1.5)
+    with pytest.raises(TypeError, match="elements must be an int"):
+        _kernels.set_stream_min(True)
+    with pytest.raises(ValueError, match="elements must be >= 0"):
+        _kernels.set_stream_min(-1)
+    assert fastopt.build_info()["stream_min_elements"] == default
+    _kernels.set_stream_min(2**80)  # beyond any buffer: never streams
+    try:
+        assert fastopt.build_info()["stream_min_elements"] == 2**63 - 1
+    finally:
+        _kernels.set_stream_min(default)
 
 
 def test_stochastic_rounding_is_unbiased():

@@ -91,15 +91,19 @@ enum { FO_ISA_BASELINE = 0, FO_ISA_AVX2 = 1, FO_ISA_AVX512 = 2 };
 #define FO_BLOCK 64 /* elements per block: 4 lines per buffer */
 
 /* From this buffer length up (elements), Adam's low-precision parameter
- * copy is written with non-temporal stores (fo_stream16), on the AVX2 and
- * AVX-512 variants: 8 MiB of bfloat16 or float16 copy, a step's buffers
- * then 72 MiB or more, beyond any core's share of cache, so the copy would
- * not be read from cache anyway.  A store to a line that is not in cache
- * first reads it (read for ownership): 2 bytes an element for a 16-bit
- * copy, 7% of a float32 Adam step's 28.  Below it, ordinary stores. */
+ * copy is written with non-temporal stores (fo_stream16) on the AVX2 and
+ * AVX-512 variants, with float32 state, when the copy starts on a 64-byte
+ * line (fo_adam_streams): 8 MiB of bfloat16 or float16 copy, a step's
+ * buffers then 72 MiB or more, beyond any core's share of cache, so the
+ * copy would not be read from cache anyway.  A store to a line that is not
+ * in cache first reads it (read for ownership): 2 bytes an element for a
+ * 16-bit copy, 7% of a float32 Adam step's 28.  Below it, ordinary stores.
+ * fo_stream_min is the setting (_kernels.set_stream_min, for tests and
+ * benchmarks; the bits are the same either way). */
 #ifndef FO_STREAM_MIN
 #define FO_STREAM_MIN 4194304
 #endif
+static ptrdiff_t fo_stream_min = FO_STREAM_MIN;
 
 /* 1: the update rules prefetch ahead on long ranges (FO_BLOCKED); 0: they
  * leave it to the hardware.  Read once per call. */
@@ -381,15 +385,21 @@ fo_f16c_narrow(const float *restrict f, uint16_t *restrict h, ptrdiff_t n) {
     for (; i < n; i++) h[i] = fo_f32_to_f16(f[i]);
 }
 
+/* h[i] = fo_bf16_rne(f[i]) for i < n (one vector loop). */
+FO_INLINE void fo_bf16_narrow(const float *restrict f, uint16_t *restrict h, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) h[i] = fo_bf16_rne(f[i]);
+}
+
 /* Copies n 16-bit values from s (a buffer in L1) to d, with non-temporal
- * stores from d's first 32-byte boundary on (ordinary ones before it, and
- * for a tail under 16; a d that is not 2-byte aligned never reaches one).
- * Non-temporal stores are weakly ordered: the kernel call that makes them
- * ends with _mm_sfence (fo_adam_dispatch). */
+ * stores from d's first 64-byte line on (ordinary ones before it, and for
+ * a tail under 16; the callers' ranges start and end on whole lines of a
+ * 64-byte aligned copy, see fo_adam_streams and fo_run, so no line is
+ * written partly each way).  Non-temporal stores are weakly ordered: the
+ * kernel call that makes them ends with _mm_sfence (fo_adam_dispatch). */
 static inline __attribute__((target("avx2"))) void
 fo_stream16(const uint16_t *restrict s, uint16_t *restrict d, ptrdiff_t n) {
     ptrdiff_t i = 0;
-    for (; i < n && ((uintptr_t)(d + i) & 31u) != 0; i++) d[i] = s[i];
+    for (; i < n && ((uintptr_t)(d + i) & 63u) != 0; i++) d[i] = s[i];
     for (; i + 16 <= n; i += 16)
         _mm256_stream_si256((__m256i *)(d + i), _mm256_loadu_si256((const __m256i *)(s + i)));
     for (; i < n; i++) d[i] = s[i];
@@ -858,17 +868,17 @@ FO_INLINE int fo_adam_f16c(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi, co
 #if FO_X86
     float g32[FO_F16C_CHUNK];
     uint16_t c16[FO_F16C_CHUNK];
+    float *const p = c->p;
     uint16_t *const pc = (uint16_t *)c->pcopy;
     const int body_copies = cf == FO_BF16 && !stream;
     for (ptrdiff_t b = lo; b < hi; b += FO_F16C_CHUNK) {
         const ptrdiff_t e = hi - b < FO_F16C_CHUNK ? hi : b + FO_F16C_CHUNK;
         if (gf == FO_F16) fo_f16c_widen((const uint16_t *)c->g + b, g32, e - b);
-        fo_adam_body(c, c->p, gf == FO_F16 ? (const void *)g32 : c->g, c->m, c->v, NULL,
+        fo_adam_body(c, p, gf == FO_F16 ? (const void *)g32 : c->g, c->m, c->v, NULL,
                      c->pcopy, b, e, 0, gf == FO_F16 ? FO_F32 : gf, sf,
                      body_copies ? cf : FO_NONE, pl, gf == FO_F16 ? b : 0);
-        if (cf == FO_F16) fo_f16c_narrow(c->p + b, stream ? c16 : pc + b, e - b);
-        if (cf == FO_BF16 && stream)
-            for (ptrdiff_t i = b; i < e; i++) c16[i - b] = fo_bf16_rne(c->p[i]);
+        if (cf == FO_F16) fo_f16c_narrow(p + b, stream ? c16 : pc + b, e - b);
+        if (cf == FO_BF16 && stream) fo_bf16_narrow(p + b, c16, e - b);
         if (cf != FO_NONE && stream) fo_stream16(c16, pc + b, e - b);
     }
 #else
@@ -888,10 +898,14 @@ FO_INLINE int fo_adam_f16c(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi, co
                                   fo_b, fo_e, AMS, GF, SF, CF, pl, 0))
 
 /* Whether a call's copy is streamed (fo_stream16): on the AVX2 and AVX-512
- * variants, for buffers of FO_STREAM_MIN elements or more (the whole
- * buffer's length, so not the thread count). */
+ * variants, with float32 state, for a copy that starts on a 64-byte line,
+ * of fo_stream_min elements or more (the whole buffer's length, so not the
+ * thread count).  With bfloat16 state the streamed copy measured no faster
+ * as the package is compiled (docs/low_precision.md), and 8-bit state's
+ * block body stores the copy itself. */
 FO_INLINE int fo_adam_streams(const fo_adam_args *c, const int isa) {
-    return isa != FO_ISA_BASELINE && c->cfmt != FO_NONE && c->n >= FO_STREAM_MIN;
+    return isa != FO_ISA_BASELINE && c->cfmt != FO_NONE && c->sfmt == FO_F32 &&
+           c->n >= fo_stream_min && ((uintptr_t)c->pcopy & 63u) == 0;
 }
 
 /* The copy format as a constant (none, float16 or bfloat16). */
@@ -1549,8 +1563,9 @@ static int fo_run(fo_kernel_fn fn, const void *args, ptrdiff_t n) {
         {
             const ptrdiff_t nt = omp_get_num_threads();
             const ptrdiff_t t = omp_get_thread_num();
-            /* chunks of whole 64-byte lines so no two threads share one */
-            const ptrdiff_t chunk = ((n + nt - 1) / nt + 15) & ~(ptrdiff_t)15;
+            /* chunks of whole 64-byte lines so no two threads share one
+             * (32 elements: of 16-bit buffers too, such as Adam's copy) */
+            const ptrdiff_t chunk = ((n + nt - 1) / nt + 31) & ~(ptrdiff_t)31;
             const ptrdiff_t lo = t * chunk;
             const ptrdiff_t hi = lo + chunk < n ? lo + chunk : n;
             if (lo < hi) {

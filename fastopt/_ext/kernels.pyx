@@ -27,6 +27,8 @@ None.
 """
 
 cimport numpy as cnp
+import sys
+
 import numpy as np
 
 cnp.import_array()
@@ -63,7 +65,7 @@ cdef extern from "fastopt_kernels.h" nogil:
     int FO_PREFETCH_MIN
     int FO_PREFETCH_AHEAD
     int FO_Q8_BLOCK
-    int FO_STREAM_MIN
+    Py_ssize_t fo_stream_min
     int fo_prefetch
     int fo_prefetch_default()
     int fo_best_simd()
@@ -152,6 +154,21 @@ def set_prefetch(on):
     fo_prefetch = _flag(on, "on")
 
 
+def set_stream_min(elements):
+    """Set the buffer length (elements) from which Adam's float16 or
+    bfloat16 parameter copy is written with non-temporal stores on the AVX2
+    and AVX-512 variants (default 4,194,304; see ``build_info()``).  For
+    tests and benchmarks: results are bit-identical either way.  Raises
+    TypeError if ``elements`` is not an int, ValueError if it is negative.
+    """
+    global fo_stream_min
+    if not isinstance(elements, int) or isinstance(elements, bool):
+        raise TypeError(f"elements must be an int, got {type(elements).__name__}")
+    if elements < 0:
+        raise ValueError(f"elements must be >= 0, got {elements}")
+    fo_stream_min = min(elements, sys.maxsize)
+
+
 def build_info():
     """What the extension was compiled with and what it uses at run time."""
     return {
@@ -165,7 +182,7 @@ def build_info():
         "prefetch_min_elements": FO_PREFETCH_MIN,
         "prefetch_ahead_elements": FO_PREFETCH_AHEAD,
         "q8_block_elements": FO_Q8_BLOCK,
-        "stream_min_elements": FO_STREAM_MIN,
+        "stream_min_elements": fo_stream_min,
         "flush_subnormals": bool(fo_flush_subnormals),
         "compiler": FO_COMPILER.decode(),
         "compile_flags": FO_BUILD_FLAGS.decode(),
