@@ -167,9 +167,11 @@ def stream_min():
     """Streamed copies from a short length on, restored after."""
     default = fastopt.build_info()["stream_min_elements"]
     _kernels.set_stream_min(1000)
-    assert fastopt.build_info()["stream_min_elements"] == 1000
-    yield 1000
-    _kernels.set_stream_min(default)
+    try:
+        assert fastopt.build_info()["stream_min_elements"] == 1000
+        yield 1000
+    finally:
+        _kernels.set_stream_min(default)
 
 
 @pytest.mark.parametrize("offset", [0, 3], ids=["line", "6-bytes-in"])
@@ -208,15 +210,16 @@ def test_streamed_copy_gives_the_same_bits(stream_min, prefetch, grad_dtype, sta
 
 def test_set_stream_min_checks_its_argument():
     default = fastopt.build_info()["stream_min_elements"]
-    with pytest.raises(TypeError, match="elements must be an int"):
-        _kernels.set_stream_min(1.5)
-    with pytest.raises(TypeError, match="elements must be an int"):
-        _kernels.set_stream_min(True)
-    with pytest.raises(ValueError, match="elements must be >= 0"):
-        _kernels.set_stream_min(-1)
-    assert fastopt.build_info()["stream_min_elements"] == default
-    _kernels.set_stream_min(2**80)  # beyond any buffer: never streams
     try:
+        for bad in (1.5, True, "10", None):
+            with pytest.raises(TypeError, match="elements must be an int"):
+                _kernels.set_stream_min(bad)
+        with pytest.raises(ValueError, match="elements must be >= 0"):
+            _kernels.set_stream_min(-1)
+        assert fastopt.build_info()["stream_min_elements"] == default
+        _kernels.set_stream_min(np.int64(77))  # any integer type
+        assert fastopt.build_info()["stream_min_elements"] == 77
+        _kernels.set_stream_min(2**80)  # beyond any buffer: never streams
         assert fastopt.build_info()["stream_min_elements"] == 2**63 - 1
     finally:
         _kernels.set_stream_min(default)

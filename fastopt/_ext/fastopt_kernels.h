@@ -392,10 +392,11 @@ FO_INLINE void fo_bf16_narrow(const float *restrict f, uint16_t *restrict h, ptr
 
 /* Copies n 16-bit values from s (a buffer in L1) to d, with non-temporal
  * stores from d's first 64-byte line on (ordinary ones before it, and for
- * a tail under 16; the callers' ranges start and end on whole lines of a
- * 64-byte aligned copy, see fo_adam_streams and fo_run, so no line is
- * written partly each way).  Non-temporal stores are weakly ordered: the
- * kernel call that makes them ends with _mm_sfence (fo_adam_dispatch). */
+ * a tail under 16).  The callers' ranges start on whole lines of a 64-byte
+ * aligned copy (fo_adam_streams, fo_run), so the head loop is only a
+ * safety net, and only the buffer's last line can be written both ways, by
+ * one thread.  Non-temporal stores are weakly ordered: the kernel call
+ * that makes them ends with _mm_sfence (fo_adam_dispatch). */
 static inline __attribute__((target("avx2"))) void
 fo_stream16(const uint16_t *restrict s, uint16_t *restrict d, ptrdiff_t n) {
     ptrdiff_t i = 0;
@@ -653,6 +654,7 @@ typedef struct {
     int gfmt, sfmt, cfmt, stochastic; /* FO_F32 / FO_F16 / FO_BF16 / FO_Q8; see fo_load */
     uint32_t key;                     /* fo_sr_key(seed, step), stochastic rounding */
     ptrdiff_t n;                      /* the buffers' length (8-bit state's last block) */
+    int stream; /* set by fo_adam_dispatch on its own copy: fo_adam_streams, read once */
 } fo_adam_args;
 
 /* d (the gradient term), p (after decoupled decay), m and v of one element.
@@ -912,11 +914,10 @@ FO_INLINE int fo_adam_streams(const fo_adam_args *c, const int isa) {
 FO_INLINE void fo_adam_cf(const fo_adam_args *c, const float *const *st, int ns,
                           ptrdiff_t lo, ptrdiff_t hi, const int gf, const int sf,
                           const int pl, const int isa) {
-    const int stream = fo_adam_streams(c, isa);
     if (c->cfmt == FO_F16)
-        FO_ADAM_RUN(0, gf, sf, FO_F16, stream);
+        FO_ADAM_RUN(0, gf, sf, FO_F16, c->stream);
     else if (c->cfmt == FO_BF16)
-        FO_ADAM_RUN(0, gf, sf, FO_BF16, stream);
+        FO_ADAM_RUN(0, gf, sf, FO_BF16, c->stream);
     else
         FO_ADAM_RUN(0, gf, sf, FO_NONE, 0);
 }
@@ -957,13 +958,15 @@ FO_INLINE void fo_adam_formats(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi
 }
 
 FO_INLINE int fo_adam_dispatch(const void *v, ptrdiff_t lo, ptrdiff_t hi, const int isa) {
-    const fo_adam_args c = *(const fo_adam_args *)v; /* see FO_BLOCKED */
+    fo_adam_args c = *(const fo_adam_args *)v; /* see FO_BLOCKED */
+    /* decided once: fo_stream_min may change while the call runs */
+    c.stream = fo_adam_streams(&c, isa);
     if (!c.has_wd && !c.m_from_d)
         fo_adam_formats(&c, lo, hi, 1, isa);
     else
         fo_adam_formats(&c, lo, hi, 0, isa);
 #if FO_X86
-    if (fo_adam_streams(&c, isa)) _mm_sfence(); /* the copy's stores, before returning */
+    if (c.stream) _mm_sfence(); /* the copy's stores, before returning */
 #endif
     return 0;
 }

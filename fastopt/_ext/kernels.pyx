@@ -27,6 +27,7 @@ None.
 """
 
 cimport numpy as cnp
+import operator
 import sys
 
 import numpy as np
@@ -157,13 +158,19 @@ def set_prefetch(on):
 def set_stream_min(elements):
     """Set the buffer length (elements) from which Adam's float16 or
     bfloat16 parameter copy is written with non-temporal stores on the AVX2
-    and AVX-512 variants (default 4,194,304; see ``build_info()``).  For
-    tests and benchmarks: results are bit-identical either way.  Raises
-    TypeError if ``elements`` is not an int, ValueError if it is negative.
+    and AVX-512 variants, with float32 state and a copy that starts on a
+    64-byte line (default 4,194,304; see ``build_info()``).  For tests and
+    benchmarks: results are bit-identical either way; a call already
+    running keeps the setting it started with.  Raises TypeError if
+    ``elements`` is not an integer, ValueError if it is negative.
     """
     global fo_stream_min
-    if not isinstance(elements, int) or isinstance(elements, bool):
-        raise TypeError(f"elements must be an int, got {type(elements).__name__}")
+    if isinstance(elements, bool):
+        raise TypeError("elements must be an int, got bool")
+    try:
+        elements = operator.index(elements)
+    except TypeError:
+        raise TypeError(f"elements must be an int, got {type(elements).__name__}") from None
     if elements < 0:
         raise ValueError(f"elements must be >= 0, got {elements}")
     fo_stream_min = min(elements, sys.maxsize)
