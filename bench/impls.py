@@ -223,6 +223,20 @@ def deepspeed_adam():
     return adam
 
 
+def with_setting(step, set_value, value, default):
+    """``step`` run with a kernel setting put to ``value`` by ``set_value``
+    (``_kernels.set_prefetch``, ``set_stream_min``), ``default`` restored
+    after it, so that the variants of a paired group differ in that setting
+    alone."""
+    def run():
+        set_value(value)
+        try:
+            step()
+        finally:
+            set_value(default)
+    return run
+
+
 def paired_times(times, ours="fastopt", **extra):
     """``extra_info['times']`` of a paired group from each implementation's
     per-round seconds (``times[name]``, rounds aligned): its median, its

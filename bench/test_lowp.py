@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 
 from bench import impls
+from fastopt import _kernels
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -69,7 +70,9 @@ def _variants(p0, g0):
     out["bf16-grad+bf16-copy"] = (*adam(np.float32, BF16, BF16), 28)
     # the same with the copy's ordinary stores (see _kernels.set_stream_min)
     step, state = adam(np.float32, BF16, BF16)
-    out["bf16-grad+bf16-copy-cached"] = (_cached(step), state, 28)
+    cached = impls.with_setting(step, _kernels.set_stream_min, 2**62,
+                                fastopt.build_info()["stream_min_elements"])
+    out["bf16-grad+bf16-copy-cached"] = (cached, state, 28)
     out["bf16-state+bf16-grad+copy"] = (*adam(BF16, BF16, BF16), 20)
     torch = _torch()
     if torch is not None:
@@ -87,20 +90,6 @@ def _variants(p0, g0):
         out["deepspeed-bf16"] = (_deepspeed_step(ds, placed(p0.astype(BF16)),
                                                  placed(g0.astype(BF16))), 4 * n, 14)
     return out
-
-
-def _cached(step):
-    """``step`` with the parameter copy written by ordinary stores."""
-    from fastopt import _kernels
-    default = impls.fastopt.build_info()["stream_min_elements"]
-
-    def run():
-        _kernels.set_stream_min(2**62)
-        try:
-            step()
-        finally:
-            _kernels.set_stream_min(default)
-    return run
 
 
 def _deepspeed_step(ds, p, g):

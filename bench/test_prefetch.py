@@ -28,7 +28,7 @@ def test_prefetch_paired(benchmark, thread_limit, request, rule, size, threads):
     steps, results = {}, {}
     for name, setting in (("fastopt", default), (other, not default)):
         step, result = impls.make_fastopt(rule, p0, g0)
-        steps[name] = _with_prefetch(step, setting, default)
+        steps[name] = impls.with_setting(step, _kernels.set_prefetch, setting, default)
         results[name] = result
     with thread_limit(threads):
         one_round, times = impls.round_robin(steps, seed=size + threads)
@@ -39,14 +39,3 @@ def test_prefetch_paired(benchmark, thread_limit, request, rule, size, threads):
         benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
     np.testing.assert_array_equal(results["fastopt"](), results[other]())
     benchmark.extra_info["times"] = impls.paired_times(times, bytes=impls.BYTES[rule] * size)
-
-
-def _with_prefetch(step, setting, default):
-    """``step`` run with prefetch set to ``setting``, the default restored."""
-    def run():
-        _kernels.set_prefetch(setting)
-        try:
-            step()
-        finally:
-            _kernels.set_prefetch(default)
-    return run
