@@ -204,6 +204,10 @@ def test_loss_argument_errors():
     y = np.zeros(4, int)
     with pytest.raises(ValueError, match="reduction must be 'mean', 'sum' or 'none'"):
         fastopt.softmax_cross_entropy(z, y, reduction="avg")
+    with pytest.raises(TypeError, match="ignore_index must be an int"):
+        fastopt.softmax_cross_entropy(z, y, ignore_index=1.0)
+    with pytest.raises(ValueError, match="ignore_index must be at most"):
+        fastopt.softmax_cross_entropy(z, y, ignore_index=2**63)
     with pytest.raises(ValueError, match=r"grad has shape \(4, 9\), expected \(4, 10\)"):
         fastopt.softmax_cross_entropy(z, y, np.zeros((4, 9), np.float32))
     with pytest.raises(ValueError, match="logits and grad share memory"):

@@ -250,8 +250,10 @@ def test_every_call_is_checked_before_anything_is_written():
         ((x, y.astype(np.float32)), TypeError, "y must be a C-contiguous native int64 array of "
          r"labels, got float32 of shape \(8,\)"),
         ((x, list(y)), TypeError, "got an object of type list"),
-        ((x, y, None, 7), ValueError, r"total_rows must be >= the batch's 8 rows, got 7"),
-        ((x, y, np.arange(3), 2), ValueError, r"total_rows must be >= the batch's 3 rows"),
+        ((x, y, None, 7), ValueError,
+         r"total_rows must be >= 8 \(the rows of the whole batch.*\), got 7"),
+        ((x, y, None, 2**70), ValueError, "total_rows must be at most"),
+        ((x, y, np.arange(3), 2), ValueError, r"total_rows must be >= 3 \("),
         ((x, y, None, 16.0), TypeError, "total_rows must be an int"),
         ((x, y, None, True), TypeError, "total_rows must be an int"),
     ]
@@ -259,6 +261,12 @@ def test_every_call_is_checked_before_anything_is_written():
         with pytest.raises(exc, match=match):
             net.gradients(*args)
     assert (model.params.grad == 7.0).all()
+    for seed, exc in ((2**64, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="seed must be"):
+            net.reseed(seed)
+    for rows, exc in ((0, ValueError), (2**31, ValueError), (8.0, TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="rows must be"):
+            model._network(rows)
 
     mse = _model("relu", "linear", "mse")._network(8)
     t = _targets("mse", 8, SIZES[-1])

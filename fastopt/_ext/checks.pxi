@@ -64,26 +64,28 @@ cdef inline bint _is_int(object value):
                                   and not isinstance(value, _BOOL_TYPES))
 
 
-cdef long long _step(object value, str name) except -1:
+cdef object _int_at_least(object value, str name, object minimum, str what="",
+                          object maximum=None):
+    """``value`` (a Python or NumPy integer, not a bool) as a Python int in
+    [``minimum``, ``maximum``] (``maximum`` None: no upper bound); ``what``
+    says in the messages what it counts."""
     if not _is_int(value):
-        raise TypeError(f"{name} must be an int (the 1-based step count), got {_show(value)}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1 (the 1-based step count), got {value!r}")
-    if value > 2**62:
-        raise ValueError(f"{name} is too large, got {value!r}")
-    return value
+        raise TypeError(f"{name} must be an int{what}, got {_show(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}{what}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}{what}, got {value!r}")
+    return int(value)
+
+
+cdef long long _step(object value, str name) except -1:
+    return _int_at_least(value, name, 1, " (the 1-based step count)", 2**62)
 
 
 cdef Py_ssize_t _total_rows(object value, Py_ssize_t rows) except -1:
     """Network.gradients' ``total_rows``: an int, at least the batch's ``rows``."""
-    if not _is_int(value):
-        raise TypeError(f"total_rows must be an int (the rows of the whole batch this one is "
-                        f"part of), got {_show(value)}")
-    if value < rows:
-        raise ValueError(f"total_rows must be >= the batch's {rows} rows, got {value!r}")
-    if value > 2**62:
-        raise ValueError(f"total_rows is too large, got {value!r}")
-    return value
+    return _int_at_least(value, "total_rows", rows,
+                         f" (the rows of the whole batch, at least this batch's {rows})", 2**62)
 
 
 cdef inline int _choice(object value, str name, tuple choices, str expected=None) except -1:
@@ -265,11 +267,7 @@ cdef cnp.ndarray _scales(object a, str name, Py_ssize_t n, int state_format):
 
 cdef unsigned int _seed(object value, str name) except? 0xffffffff:
     """A seed of stochastic rounding: an int in [0, 2**32)."""
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int in [0, 2**32), got {_show(value)}")
-    if not 0 <= value < 2**32:
-        raise ValueError(f"{name} must be in [0, 2**32), got {value!r}")
-    return value
+    return _int_at_least(value, name, 0, "", 2**32 - 1)
 
 
 cdef cnp.ndarray _state(object a, str name, Py_ssize_t n):

@@ -27,7 +27,6 @@ None.
 """
 
 cimport numpy as cnp
-import operator
 import sys
 
 import numpy as np
@@ -165,15 +164,7 @@ def set_stream_min(elements):
     ``elements`` is not an integer, ValueError if it is negative.
     """
     global fo_stream_min
-    if isinstance(elements, bool):
-        raise TypeError("elements must be an int, got bool")
-    try:
-        elements = operator.index(elements)
-    except TypeError:
-        raise TypeError(f"elements must be an int, got {type(elements).__name__}") from None
-    if elements < 0:
-        raise ValueError(f"elements must be >= 0, got {elements}")
-    fo_stream_min = min(elements, sys.maxsize)
+    fo_stream_min = min(_int_at_least(elements, "elements", 0), sys.maxsize)
 
 
 def build_info():

@@ -182,9 +182,7 @@ cdef class Network:
     def reseed(self, seed):
         """Key the dropout masks of the following calls of :meth:`gradients`
         by ``seed`` (an int in [0, 2**64)), counting their steps from 0."""
-        if not _is_int(seed) or not 0 <= seed < 2 ** 64:
-            raise TypeError(f"seed must be an int in [0, 2**64), got {_show(seed)}")
-        self.seed = seed
+        self.seed = _int_at_least(seed, "seed", 0, "", 2**64 - 1)
         self.step = 0
 
     @property

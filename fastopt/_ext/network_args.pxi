@@ -3,14 +3,7 @@
 # and each layer's weights, biases and gradient arrays, bound once.
 
 cdef Py_ssize_t _row_count(object rows) except -1:
-    if isinstance(rows, _BOOL_TYPES) or not isinstance(rows, _INT_TYPES):
-        raise TypeError(f"rows must be an int, got {_show(rows)}")
-    if rows < 1:
-        raise ValueError(f"rows must be >= 1, got {rows!r}")
-    if rows > _BLAS_DIM_MAX:
-        raise ValueError(f"rows must be at most {_BLAS_DIM_MAX} (BLAS takes dimensions "
-                         f"as C ints), got {rows!r}")
-    return rows
+    return _int_at_least(rows, "rows", 1, "", _BLAS_DIM_MAX)  # BLAS takes C ints
 
 
 _LIST_NAMES = ("weights", "biases", "weight_grads", "bias_grads")
