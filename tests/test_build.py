@@ -96,23 +96,49 @@ def test_update_kernel_stubs_are_generated_from_the_rule_tables():
     assert rules["stub_text"]() in stub
 
 
-@pytest.mark.slow
-def test_adam_floor_tool_builds_against_the_header_and_runs(tmp_path):
-    """bench/adam_floor.c (the floor BENCHMARKS.md cites) includes the kernel
-    header itself; it must keep compiling as the header changes, and run at
-    the SIMD level this CPU has.  Slow: compiling the whole header takes
-    about a minute."""
+def _build_bench_tool(name, tmp_path):
+    """Compile bench/<name>.c, which includes the kernel header itself, as its
+    comment says to; skip without a C compiler or the source tree."""
     root = Path(__file__).resolve().parents[1]
-    source = root / "bench" / "adam_floor.c"
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None or not (root / "fastopt" / "_ext" / "fastopt_kernels.h").exists():
         pytest.skip("needs a C compiler and the source tree")
-    exe = tmp_path / "adam_floor"
-    subprocess.run([cc, "-O2", "-fno-math-errno", "-ffp-contract=off", "-fopenmp", str(source),
-                    "-o", str(exe), "-lm"], check=True, capture_output=True)
+    exe = tmp_path / name
+    subprocess.run([cc, "-O2", "-fno-math-errno", "-ffp-contract=off", "-fopenmp",
+                    str(root / "bench" / f"{name}.c"), "-o", str(exe), "-lm"],
+                   check=True, capture_output=True)
+    return exe
+
+
+@pytest.mark.slow
+def test_adam_floor_tool_builds_against_the_header_and_runs(tmp_path):
+    """bench/adam_floor.c (the floor BENCHMARKS.md cites) must keep compiling
+    as the header changes, and run at the SIMD level this CPU has.  Slow:
+    compiling the whole header takes about a minute."""
+    exe = _build_bench_tool("adam_floor", tmp_path)
     out = subprocess.run([str(exe), "4096"], check=True, capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout
     rows = {line.split("  ")[1].strip(): float(line.split()[-2]) for line in out.splitlines()[1:]}
     assert set(rows) == {"fastopt", "no root", "traffic", "root only"}, out
     assert all(ns > 0 for ns in rows.values()), out
     assert subprocess.run([str(exe), "0"], capture_output=True).returncode == 2
+
+
+@pytest.mark.slow
+def test_lowp_overlap_tool_builds_against_the_header_and_runs(tmp_path):
+    """bench/lowp_overlap.c (the floor docs/low_precision.md cites for issue
+    21) keeps compiling and prints, per state format, its five times and the
+    two fractions of the float32 step (float32's own is 1), on one thread
+    and on two with the traffic loop's prefetch."""
+    exe = _build_bench_tool("lowp_overlap", tmp_path)
+    for threads, traffic_prefetch in ((1, 0), (2, 1)):
+        out = subprocess.run([str(exe), "65536", "1", str(threads), str(traffic_prefetch)],
+                             check=True, capture_output=True, text=True).stdout
+        assert f"{threads} thread(s)" in out, out
+        rows = {line.split()[0]: [float(x) for x in line.split()[1:]]
+                for line in out.splitlines()[2:]}
+        assert set(rows) == {"float32", "bfloat16", "8-bit"}, out
+        assert all(len(r) == 7 and all(x > 0 for x in r) for r in rows.values()), out
+        assert rows["float32"][6] == 1.0, out
+    for bad in (["100"], ["65536", "1", "0"]):
+        assert subprocess.run([str(exe), *bad], capture_output=True).returncode == 2
