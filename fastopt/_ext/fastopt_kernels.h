@@ -881,7 +881,7 @@ FO_INLINE int fo_adam_f16c(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi, co
                      body_copies ? cf : FO_NONE, pl, gf == FO_F16 ? b : 0);
         if (cf == FO_F16) fo_f16c_narrow(p + b, stream ? c16 : pc + b, e - b);
         if (cf == FO_BF16 && stream) fo_bf16_narrow(p + b, c16, e - b);
-        if (stream) fo_stream16(c16, pc + b, e - b);
+        if (cf != FO_NONE && stream) fo_stream16(c16, pc + b, e - b);
     }
 #else
     (void)c, (void)lo, (void)hi, (void)gf, (void)sf, (void)cf, (void)pl, (void)stream;
@@ -890,12 +890,11 @@ FO_INLINE int fo_adam_f16c(const fo_adam_args *c, ptrdiff_t lo, ptrdiff_t hi, co
 }
 
 /* Adam over [lo, hi) (FO_BLOCKED); the float16 conversions by F16C and a
- * streamed copy (STREAM: fo_adam_streams, true only with a copy) where the
- * variant (isa) has them. */
+ * streamed copy (STREAM) where the variant (isa) has them. */
 #define FO_ADAM_RUN(AMS, GF, SF, CF, STREAM)                                       \
     FO_BLOCKED(lo, hi, st, ns,                                                     \
                (isa != FO_ISA_BASELINE &&                                          \
-                ((GF) == FO_F16 || (CF) == FO_F16 || (STREAM)))                    \
+                ((GF) == FO_F16 || (CF) == FO_F16 || ((CF) != FO_NONE && (STREAM)))) \
                    ? fo_adam_f16c(c, fo_b, fo_e, GF, SF, CF, pl, STREAM)           \
                    : fo_adam_body(c, c->p, c->g, c->m, c->v, c->vmax, c->pcopy,    \
                                   fo_b, fo_e, AMS, GF, SF, CF, pl, 0))
