@@ -74,6 +74,20 @@ def test_dropout_masks_are_inverted_and_keyed_by_their_counter():
     assert (K.dropout_mask(10, 10, 0.0, 1, 2, 3) == 1).all()
 
 
+@pytest.mark.parametrize("args, exc, match", [
+    ((-1, 5, 0.3, 7, 0, 1), ValueError, "rows must be >= 0"),
+    ((4, True, 0.3, 7, 0, 1), TypeError, "columns must be an int"),
+    ((4, 5, 1.0, 7, 0, 1), ValueError, r"rate must be in \[0, 1\)"),
+    ((4, 5, 0.3, -7, 0, 1), ValueError, "seed must be >= 0"),
+    ((4, 5, 0.3, 2**64, 0, 1), ValueError, "seed must be at most"),
+    ((4, 5, 0.3, 7, 0.0, 1), TypeError, "step must be an int"),
+    ((4, 5, 0.3, 7, 0, 2**31), ValueError, "layer must be at most"),
+])
+def test_dropout_mask_checks_its_arguments(args, exc, match):
+    with pytest.raises(exc, match=match):
+        K.dropout_mask(*args)
+
+
 @pytest.mark.parametrize("acts,rates", [(["relu", "tanh"], [0.5, 0.2]),
                                         (["sigmoid", "linear"], [0.0, 0.6]),
                                         (["tanh", "relu"], [0.3, 0.0])])

@@ -64,28 +64,30 @@ cdef inline bint _is_int(object value):
                                   and not isinstance(value, _BOOL_TYPES))
 
 
-cdef object _int_at_least(object value, str name, object minimum, str what="",
-                          object maximum=None):
+cdef object _int_in(object value, str name, object minimum, object maximum=None,
+                    str what=""):
     """``value`` (a Python or NumPy integer, not a bool) as a Python int in
     [``minimum``, ``maximum``] (``maximum`` None: no upper bound); ``what``
-    says in the messages what it counts."""
+    says in the messages what it counts.  Compared as a Python int (NumPy 1's
+    uint64 against an int compares in float64)."""
     if not _is_int(value):
         raise TypeError(f"{name} must be an int{what}, got {_show(value)}")
-    if value < minimum:
+    cdef object v = int(value)
+    if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}{what}, got {value!r}")
-    if maximum is not None and value > maximum:
+    if maximum is not None and v > maximum:
         raise ValueError(f"{name} must be at most {maximum}{what}, got {value!r}")
-    return int(value)
+    return v
 
 
 cdef long long _step(object value, str name) except -1:
-    return _int_at_least(value, name, 1, " (the 1-based step count)", 2**62)
+    return _int_in(value, name, 1, maximum=2**62, what=" (the 1-based step count)")
 
 
 cdef Py_ssize_t _total_rows(object value, Py_ssize_t rows) except -1:
     """Network.gradients' ``total_rows``: an int, at least the batch's ``rows``."""
-    return _int_at_least(value, "total_rows", rows,
-                         f" (the rows of the whole batch, at least this batch's {rows})", 2**62)
+    return _int_in(value, "total_rows", rows, maximum=2**62,
+                   what=" (the rows of the whole batch this one is part of)")
 
 
 cdef inline int _choice(object value, str name, tuple choices, str expected=None) except -1:
@@ -267,7 +269,7 @@ cdef cnp.ndarray _scales(object a, str name, Py_ssize_t n, int state_format):
 
 cdef unsigned int _seed(object value, str name) except? 0xffffffff:
     """A seed of stochastic rounding: an int in [0, 2**32)."""
-    return _int_at_least(value, name, 0, "", 2**32 - 1)
+    return _int_in(value, name, 0, maximum=2**32 - 1)
 
 
 cdef cnp.ndarray _state(object a, str name, Py_ssize_t n):

@@ -164,7 +164,7 @@ def set_stream_min(elements):
     ``elements`` is not an integer, ValueError if it is negative.
     """
     global fo_stream_min
-    fo_stream_min = min(_int_at_least(elements, "elements", 0), sys.maxsize)
+    fo_stream_min = min(_int_in(elements, "elements", 0), sys.maxsize)
 
 
 def build_info():

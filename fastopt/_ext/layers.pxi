@@ -230,17 +230,20 @@ cdef void _dropout(const float *A, float *O, Py_ssize_t N, Py_ssize_t H, float r
         O[i] = A[i] * scale if u >= rate else 0.0
 
 
-def dropout_mask(Py_ssize_t rows, Py_ssize_t columns, double rate, unsigned long long seed,
-                 unsigned long long step, int layer):
+def dropout_mask(rows, columns, rate, seed, step, layer):
     """The float32 (rows, columns) factors Network's dropout multiplies
     layer ``layer``'s activations by at call ``step`` under ``seed``: 0 or
     ``float32(1 / (1 - rate))``.  For tests and references."""
-    if rows < 0 or columns < 0 or not 0 <= rate < 1:
-        raise ValueError("rows and columns must be >= 0 and rate in [0, 1)")
-    out = np.ones((rows, columns), np.float32)
+    cdef Py_ssize_t r = _int_in(rows, "rows", 0, maximum=_BLAS_DIM_MAX)
+    cdef Py_ssize_t c = _int_in(columns, "columns", 0, maximum=_BLAS_DIM_MAX)
+    cdef float p = <float>_unit(rate, "rate", False)
+    cdef unsigned long long key = _int_in(seed, "seed", 0, maximum=2**64 - 1)
+    cdef unsigned long long t = _int_in(step, "step", 0, maximum=2**64 - 1)
+    cdef int k = _int_in(layer, "layer", 0, maximum=2**31 - 1)
+    out = np.ones((r, c), np.float32)
     cdef float[:, ::1] o = out
-    if rows and columns:
-        _dropout(&o[0, 0], &o[0, 0], rows, columns, <float>rate, seed, step, layer)
+    if r and c:
+        _dropout(&o[0, 0], &o[0, 0], r, c, p, key, t, k)
     return out
 
 

@@ -170,7 +170,7 @@ def softmax_cross_entropy(logits, labels, grad=None, *, reduction="mean", label_
         raise ValueError("logits must have at least one class column")
     cdef Reduction red = _reduction(reduction)
     cdef double s = _unit(label_smoothing, "label_smoothing", True)
-    cdef long long ignore = _int_at_least(ignore_index, "ignore_index", -2**63, "", 2**63 - 1)
+    cdef long long ignore = _int_in(ignore_index, "ignore_index", -2**63, maximum=2**63 - 1)
     if not isinstance(labels, np.ndarray):
         raise TypeError(f"labels must be a numpy.ndarray, got {type(labels).__name__}")
     cdef bint sparse = labels.dtype.kind in "iu"

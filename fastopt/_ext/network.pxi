@@ -170,8 +170,8 @@ cdef class Network:
         for k in range(len(metrics)):
             code = metrics[k]
             if not _is_int(code) or code not in objectives.METRIC_CODES:
-                raise ValueError(f"metrics[{k}] must be one of {objectives.METRIC_CODES}, "
-                                 f"got {code!r}")
+                raise (ValueError if _is_int(code) else TypeError)(
+                    f"metrics[{k}] must be one of {objectives.METRIC_CODES}, got {code!r}")
             if (code == ACC_ARGMAX_LABEL) != bool(policy.labels):
                 raise ValueError(f"metrics[{k}] = {code} does not suit loss {policy.name!r}")
             self.metric_codes[k] = code
@@ -182,7 +182,7 @@ cdef class Network:
     def reseed(self, seed):
         """Key the dropout masks of the following calls of :meth:`gradients`
         by ``seed`` (an int in [0, 2**64)), counting their steps from 0."""
-        self.seed = _int_at_least(seed, "seed", 0, "", 2**64 - 1)
+        self.seed = _int_in(seed, "seed", 0, maximum=2**64 - 1)
         self.step = 0
 
     @property

@@ -3,7 +3,11 @@
 # and each layer's weights, biases and gradient arrays, bound once.
 
 cdef Py_ssize_t _row_count(object rows) except -1:
-    return _int_at_least(rows, "rows", 1, "", _BLAS_DIM_MAX)  # BLAS takes C ints
+    cdef Py_ssize_t r = _int_in(rows, "rows", 1)
+    if r > _BLAS_DIM_MAX:
+        raise ValueError(f"rows must be at most {_BLAS_DIM_MAX} (BLAS takes dimensions "
+                         f"as C ints), got {rows!r}")
+    return r
 
 
 _LIST_NAMES = ("weights", "biases", "weight_grads", "bias_grads")
