@@ -13,14 +13,16 @@
  *             that reads and writes these buffers
  *   at n      the kernel over n elements (median of the rounds)
  *
- * and prints beside "at n" the larger of the first two (perfect overlap),
- * their sum (none), and "traffic" and "at n" as fractions of the float32
- * step at n: issue 21 asks 0.74 (1.35x) of bfloat16 state and 0.625 (1.6x)
- * of 8-bit state.  The n-element calls are alternated round by round and
- * split over the threads at 8-bit block boundaries, as fastopt splits them.
+ * and prints beside "at n" the larger of the first two (perfect overlap)
+ * and their sum (none), the in-cache time divided by the threads, and
+ * "traffic" and "at n" as fractions of the float32 step at n: issue 21
+ * asks 0.74 (1.35x) of bfloat16 state and 0.625 (1.6x) of 8-bit state.
+ * The n-element calls are alternated round by round and run through
+ * fo_run, on the threads fastopt would use and split as it splits them.
  * Buffers are advised into huge pages, as NumPy allocates large arrays on
  * Linux, and placed as fastopt places its own (see zeros()).  Not part of
- * the package or the test suite; the measurement behind
+ * the package (tests/test_build.py checks that it builds and runs); the
+ * measurement behind
  * docs/low_precision.md ("A step costs about the sum of its arithmetic and
  * its memory time", "The floor").
  *
@@ -127,23 +129,24 @@ TRAFFIC(baseline, )
 static fo_kernel_fn adam;
 static void (*traffic)(const fo_adam_args *, int, ptrdiff_t, ptrdiff_t) = traffic_baseline;
 
-/* Seconds for the kernel (or the traffic loop) over a's n elements, split
- * over `threads` threads at 8-bit block boundaries, as fastopt splits them. */
-static double timed(int is_traffic, const fo_adam_args *a, int f, int threads) {
+typedef struct {
+    fo_adam_args a;
+    int f;
+} traffic_args;
+
+static int traffic_range(const void *v, ptrdiff_t lo, ptrdiff_t hi) {
+    const traffic_args *t = v;
+    traffic(&t->a, t->f, lo, hi);
+    return 0;
+}
+
+/* Seconds for the kernel (or the traffic loop) over a's n elements, on the
+ * threads fastopt would use and split as it splits them (fo_run). */
+static double timed(int is_traffic, const fo_adam_args *a, int f) {
+    const traffic_args t = {*a, f};
     const double t0 = now();
-#pragma omp parallel num_threads(threads)
-    {
-#ifdef _OPENMP
-        const ptrdiff_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-        const ptrdiff_t t = 0, nt = 1;
-#endif
-        const ptrdiff_t blocks = (a->n + FO_Q8_BLOCK - 1) / FO_Q8_BLOCK;
-        const ptrdiff_t lo = blocks * t / nt * FO_Q8_BLOCK;
-        const ptrdiff_t hi = t + 1 == nt ? a->n : blocks * (t + 1) / nt * FO_Q8_BLOCK;
-        if (is_traffic) traffic(a, f, lo, hi);
-        else adam(a, lo, hi);
-    }
+    if (is_traffic) fo_run(traffic_range, &t, a->n);
+    else fo_run(adam, a, a->n);
     return now() - t0;
 }
 
@@ -165,6 +168,12 @@ int main(int argc, char **argv) {
     fo_prefetch = fo_prefetch_default(); /* as at import, without FASTOPT_PREFETCH */
     if (argc > 2) fo_prefetch = atoi(argv[2]) != 0;
     _mm_setcsr(_mm_getcsr() | FO_MXCSR_FTZ_DAZ);
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+    const int used = n >= FO_PARALLEL_MIN ? omp_get_max_threads() : 1; /* as fo_run */
+#else
+    const int used = 1;
+#endif
     fo_adam_args small[FORMATS], big[FORMATS], tr[FORMATS];
     double cache[FORMATS], at_n[FORMATS][ROUNDS], mem[FORMATS][ROUNDS];
     for (int f = 0; f < FORMATS; f++) {
@@ -178,18 +187,18 @@ int main(int argc, char **argv) {
             const double t = now() - t0;
             cache[f] = t < cache[f] ? t : cache[f];
         }
-        timed(0, &big[f], f, threads); /* first touch */
-        timed(1, &tr[f], f, threads);
+        timed(0, &big[f], f); /* first touch */
+        timed(1, &tr[f], f);
     }
     for (int r = 0; r < ROUNDS; r++)
         for (int j = 0; j < 2 * FORMATS; j++) {
             const int k = (j + r) % (2 * FORMATS), f = k / 2; /* rotate who goes first */
-            (k % 2 ? mem : at_n)[f][r] = timed(k % 2, k % 2 ? &tr[f] : &big[f], f, threads);
+            (k % 2 ? mem : at_n)[f][r] = timed(k % 2, k % 2 ? &tr[f] : &big[f], f);
         }
     printf("n = %ld, %d thread(s), %s kernels, prefetch %s (traffic loop: %s); ns per element (in cache: one"
            " thread, min of %d calls on %d elements; the rest: median of %d rounds); the"
            " last two columns as a fraction of the float32 step at n\n",
-           (long)n, threads, fo_tables[isa].name, fo_prefetch ? "on" : "off",
+           (long)n, used, fo_tables[isa].name, fo_prefetch ? "on" : "off",
            traffic_prefetch ? "on" : "off", CALLS, SMALL,
            ROUNDS);
     printf("  %-9s %9s %9s %9s %9s %9s %9s %9s\n", "state", "in cache", "traffic", "at n",
@@ -197,9 +206,9 @@ int main(int argc, char **argv) {
     const double f32 = median(at_n[0], ROUNDS) / n * 1e9;
     for (int f = 0; f < FORMATS; f++) {
         const double c = cache[f] / SMALL * 1e9, m = median(mem[f], ROUNDS) / n * 1e9;
-        const double at = median(at_n[f], ROUNDS) / n * 1e9;
+        const double at = median(at_n[f], ROUNDS) / n * 1e9, share = c / used;
         printf("  %-9s %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f\n", format_names[f], c, m, at,
-               c > m ? c : m, c + m, m / f32, at / f32);
+               share > m ? share : m, share + m, m / f32, at / f32);
     }
     return 0;
 }

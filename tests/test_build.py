@@ -132,7 +132,8 @@ def test_lowp_overlap_tool_builds_against_the_header_and_runs(tmp_path):
     and on two with the traffic loop's prefetch."""
     exe = _build_bench_tool("lowp_overlap", tmp_path)
     for threads, traffic_prefetch in ((1, 0), (2, 1)):
-        out = subprocess.run([str(exe), "65536", "1", str(threads), str(traffic_prefetch)],
+        # 262,144 elements: fo_run's threshold for more than one thread
+        out = subprocess.run([str(exe), "262144", "1", str(threads), str(traffic_prefetch)],
                              check=True, capture_output=True, text=True).stdout
         assert f"{threads} thread(s)" in out, out
         rows = {line.split()[0]: [float(x) for x in line.split()[1:]]
