@@ -177,7 +177,7 @@ def test_every_layer_is_checked_at_construction():
 
     assert build().rows == 4
     for bad_rows, exc in [(0, ValueError), (2.0, TypeError), (True, TypeError), (None, TypeError),
-                          (2**31, ValueError)]:
+                          (2**31, ValueError), (2**70, ValueError)]:
         with pytest.raises(exc, match="rows"):
             build(rows=bad_rows)
     with pytest.raises(ValueError, match="activation must be one of"):

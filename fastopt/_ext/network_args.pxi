@@ -3,7 +3,7 @@
 # and each layer's weights, biases and gradient arrays, bound once.
 
 cdef Py_ssize_t _row_count(object rows) except -1:
-    cdef Py_ssize_t r = _int_in(rows, "rows", 1)
+    r = _int_in(rows, "rows", 1)  # a Python int: compared before any C conversion
     if r > _BLAS_DIM_MAX:
         raise ValueError(f"rows must be at most {_BLAS_DIM_MAX} (BLAS takes dimensions "
                          f"as C ints), got {rows!r}")
