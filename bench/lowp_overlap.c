@@ -86,9 +86,9 @@ static fo_adam_args make_args(int f, ptrdiff_t n) {
  * in blocks of FO_BLOCK elements; with traffic_prefetch on, each block first
  * asks for the lines FO_PREFETCH_AHEAD elements on in all four buffers (the
  * kernels ask only for the float32 ones): run it both ways, and the faster
- * is the fastest way we have to move these bytes.  The bounds are locals: a store through
- * a byte pointer may alias the struct, and reloading a->n each time kept
- * the 8-bit loop scalar. */
+ * is the fastest way we have to move these bytes.  The bounds are locals:
+ * a store through a byte pointer may alias the struct, and reloading a->n
+ * each time kept the 8-bit loop scalar. */
 static int traffic_prefetch = 0;
 #define AHEAD_LINES(X, SIZE, B)                                                    \
     for (int j = 0; j < FO_BLOCK * (SIZE); j += 64)                                \
@@ -195,12 +195,11 @@ int main(int argc, char **argv) {
             const int k = (j + r) % (2 * FORMATS), f = k / 2; /* rotate who goes first */
             (k % 2 ? mem : at_n)[f][r] = timed(k % 2, k % 2 ? &tr[f] : &big[f], f);
         }
-    printf("n = %ld, %d thread(s), %s kernels, prefetch %s (traffic loop: %s); ns per element (in cache: one"
-           " thread, min of %d calls on %d elements; the rest: median of %d rounds); the"
-           " last two columns as a fraction of the float32 step at n\n",
+    printf("n = %ld, %d thread(s), %s kernels, prefetch %s (traffic loop: %s); ns per"
+           " element (in cache: one thread, min of %d calls on %d elements; the rest: median"
+           " of %d rounds); the last two columns as a fraction of the float32 step at n\n",
            (long)n, used, fo_tables[isa].name, fo_prefetch ? "on" : "off",
-           traffic_prefetch ? "on" : "off", CALLS, SMALL,
-           ROUNDS);
+           traffic_prefetch ? "on" : "off", CALLS, SMALL, ROUNDS);
     printf("  %-9s %9s %9s %9s %9s %9s %9s %9s\n", "state", "in cache", "traffic", "at n",
            "max", "sum", "traffic/", "at n/");
     const double f32 = median(at_n[0], ROUNDS) / n * 1e9;
